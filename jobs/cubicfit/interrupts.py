@@ -1,0 +1,38 @@
+"""Turn SIGINT and SIGTERM into a flag that the fit loop checks after every chunk.
+
+The loop stops at the next chunk boundary (at most `log_every` steps later),
+so no write is ever cut in half; the command then exits with 128 + signal.
+"""
+
+import logging
+import signal
+import threading
+
+from cubicfit.errors import Interrupted
+
+log = logging.getLogger(__name__)
+
+
+class StopFlag:
+    def __init__(self):
+        self.signal_number: int | None = None
+
+    def raise_if_set(self) -> None:
+        if self.signal_number is not None:
+            raise Interrupted(self.signal_number)
+
+
+def install_handlers(flag: StopFlag) -> None:
+    """Set `flag` on SIGINT/SIGTERM; a second signal of either kind ends the process at once."""
+    if threading.current_thread() is not threading.main_thread():
+        return
+
+    def handle(number, frame):
+        if flag.signal_number is not None:
+            raise Interrupted(number)
+        flag.signal_number = number
+        log.warning("received %s; stopping at the end of the current chunk",
+                    signal.Signals(number).name)
+
+    signal.signal(signal.SIGINT, handle)
+    signal.signal(signal.SIGTERM, handle)

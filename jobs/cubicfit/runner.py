@@ -1,0 +1,204 @@
+"""Execute fits: skip finished runs, batch the rest, and write each run's files.
+
+Write order per run: config.json, then losses.csv and fit.png, then
+result.json last. result.json is created only if absent (unless forced), so
+its presence means "finished" and two processes racing on the same run
+cannot both record a result.
+"""
+
+import dataclasses
+import json
+import logging
+import math
+from collections.abc import Sequence
+
+import numpy as np
+
+from cubicfit.backends import ChunkReport, fit_batch
+from cubicfit.config import FitConfig
+from cubicfit.devices import describe_device
+from cubicfit.interrupts import StopFlag
+from cubicfit.plots import FitPlotter, loss_range_of
+from cubicfit.problem import build_problem, start_values
+from cubicfit.results import (
+    coefficients_dict,
+    host_name,
+    library_versions,
+    losses_csv,
+    result_line,
+    run_prefix,
+    to_json_bytes,
+    utc_now,
+)
+from cubicfit.storage import ResultStore
+
+log = logging.getLogger(__name__)
+
+
+@dataclasses.dataclass
+class Outcome:
+    config: FitConfig
+    result: dict
+    skipped: bool  # True when an earlier or concurrent run had already finished it
+
+    @property
+    def status(self) -> str:
+        return self.result["status"]
+
+
+def batch_key(config: FitConfig) -> tuple:
+    """Configs with equal keys share data, dtype and device, so they can run as one batch."""
+    return (config.backend, config.device, config.dtype, config.n_points, config.x_min,
+            config.x_max, config.target, config.log_every)
+
+
+def read_result(store: ResultStore, run_id: str) -> dict | None:
+    data = store.read_bytes(f"{run_prefix(run_id)}/result.json")
+    return json.loads(data) if data is not None else None
+
+
+def execute(
+    configs: Sequence[FitConfig],
+    store: ResultStore,
+    *,
+    force: bool = False,
+    stop: StopFlag | None = None,
+) -> list[Outcome]:
+    """Run every config that has no result yet; return outcomes in the order of `configs`."""
+    outcomes: dict[str, Outcome] = {}
+    pending: dict[tuple, list[FitConfig]] = {}
+    for config in configs:
+        existing = None if force else read_result(store, config.run_id)
+        if existing is not None:
+            log.info("run %s already finished (%s) at %s; skipping it (use --force to rerun)",
+                     config.run_id, existing.get("status"), store.describe(run_prefix(config.run_id)))
+            outcomes[config.run_id] = Outcome(config, existing, skipped=True)
+        else:
+            pending.setdefault(batch_key(config), []).append(config)
+
+    for batch in pending.values():
+        for outcome in _run_batch(batch, store, force=force, stop=stop or StopFlag()):
+            outcomes[outcome.config.run_id] = outcome
+    return [outcomes[config.run_id] for config in configs]
+
+
+def _run_batch(batch: list[FitConfig], store: ResultStore, *, force: bool, stop: StopFlag):
+    first = batch[0]
+    problem = build_problem(first.n_points, first.x_min, first.x_max, first.target, first.dtype)
+    initial = np.array([c.init if c.init is not None else start_values(c.seed) for c in batch])
+    learning_rates = np.array([c.learning_rate for c in batch])
+    iterations = np.array([c.iterations for c in batch])
+    solo = len(batch) == 1
+
+    for config in batch:
+        prefix = run_prefix(config.run_id)
+        if force:
+            # Remove the old result first, so no reader pairs it with the new files.
+            store.delete(f"{prefix}/result.json")
+        store.write_bytes(f"{prefix}/config.json", to_json_bytes(config.to_json_dict()),
+                          "application/json")
+
+    log.info("fitting %d run(s) on %s (%s, %s): %d to %d steps", len(batch), first.device,
+             first.backend, first.dtype, iterations.min(), iterations.max())
+    started_at = utc_now()
+
+    def on_chunk(report: ChunkReport) -> None:
+        _log_progress(report, batch, solo)
+        stop.raise_if_set()
+
+    fit = fit_batch(first.backend, problem, initial, learning_rates, iterations,
+                    dtype=first.dtype, device=first.device, log_every=first.log_every,
+                    on_chunk=on_chunk)
+    finished_at = utc_now()
+
+    plotter = FitPlotter(problem, first.target, int(iterations.max()), loss_range_of(fit.losses))
+    versions = library_versions(first.backend)
+    device_name = describe_device(first.device)
+    for index, config in enumerate(batch):
+        result = _result_document(config, problem, fit, index, initial[index], started_at,
+                                  finished_at, versions, device_name)
+        outcome = _write_run(store, config, result, fit.losses[index], plotter, force)
+        if solo and not outcome.skipped:
+            print(result_line(fit.coefficients[index]), flush=True)
+        yield outcome
+        stop.raise_if_set()
+
+
+def _log_progress(report: ChunkReport, batch: list[FitConfig], solo: bool) -> None:
+    last = report.losses[:, -1]
+    if solo:
+        log.info("step %d loss %.10g elapsed %.3fs", report.step_end - 1, last[0], report.elapsed)
+        return
+    finite = np.where(np.isfinite(last), last, np.inf)
+    best = int(np.argmin(finite))
+    log.info("step %d: %d of %d runs active, best loss %.10g (run %s), elapsed %.3fs",
+             report.step_end - 1, int(report.active.sum()), len(batch), finite[best],
+             batch[best].run_id, report.elapsed)
+
+
+def _result_document(config, problem, fit, index, initial, started_at, finished_at, versions,
+                     device_name) -> dict:
+    diverged_at = int(fit.diverged_at[index])
+    diverged = diverged_at >= 0
+    losses = fit.losses[index]
+    if diverged:
+        # The reported coefficients are the last ones whose loss was finite.
+        final_loss = float(losses[-2]) if len(losses) >= 2 else math.nan
+        steps_completed = diverged_at
+    else:
+        final_loss = float(fit.final_losses[index])
+        steps_completed = config.iterations
+    gap = final_loss - problem.optimal_loss
+    return {
+        "run_id": config.run_id,
+        "status": "diverged" if diverged else "succeeded",
+        "initial_coefficients": coefficients_dict(initial),
+        "coefficients": coefficients_dict(fit.coefficients[index]),
+        "final_loss": final_loss,
+        "optimal_loss": problem.optimal_loss,
+        "optimal_coefficients": coefficients_dict(problem.optimum),
+        "optimality_gap": gap,
+        "relative_optimality_gap": gap / problem.optimal_loss if problem.optimal_loss else None,
+        "stability_bound": problem.stability_bound,
+        "learning_rate": config.learning_rate,
+        "learning_rate_over_bound": config.learning_rate / problem.stability_bound,
+        "iterations": config.iterations,
+        "steps_completed": steps_completed,
+        "diverged_at_step": diverged_at if diverged else None,
+        "backend": config.backend,
+        "device": device_name,
+        "dtype": config.dtype,
+        "batch_size": len(fit.losses),
+        "fit_seconds": fit.fit_seconds,
+        "steps_per_second": steps_completed / fit.fit_seconds if fit.fit_seconds > 0 else None,
+        "versions": versions,
+        "started_at": started_at,
+        "finished_at": finished_at,
+        "host": host_name(),
+    }
+
+
+def _write_run(store, config, result, losses, plotter, force) -> Outcome:
+    prefix = run_prefix(config.run_id)
+    store.write_bytes(f"{prefix}/losses.csv", losses_csv(losses), "text/csv")
+    status = result["status"]
+    if status == "diverged":
+        title = (f"run {config.run_id}: {config.backend} {config.dtype}, lr {config.learning_rate:g}"
+                 f" - DIVERGED at step {result['diverged_at_step']}")
+    else:
+        title = (f"run {config.run_id}: {config.backend} {config.dtype}, lr {config.learning_rate:g},"
+                 f" {config.iterations} steps, final loss {result['final_loss']:.6g}")
+    png = plotter.render(np.array(list(result["coefficients"].values())), losses, 0, title)
+    store.write_bytes(f"{prefix}/fit.png", png, "image/png")
+
+    document = to_json_bytes(result)
+    if force:
+        store.write_bytes(f"{prefix}/result.json", document, "application/json")
+    elif not store.create_bytes(f"{prefix}/result.json", document, "application/json"):
+        log.warning("run %s was finished by another process meanwhile; keeping its result.json",
+                    config.run_id)
+        return Outcome(config, read_result(store, config.run_id) or result, skipped=True)
+    log.info("run %s %s: final loss %.10g (optimum %.10g, gap %.4g), results in %s",
+             config.run_id, status, result["final_loss"], result["optimal_loss"],
+             result["optimality_gap"], store.describe(prefix))
+    return Outcome(config, result, skipped=False)

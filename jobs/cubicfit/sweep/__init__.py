@@ -1,0 +1,1 @@
+"""Parameter sweeps: grid specs, plans, shards, batched execution and reports."""
