@@ -57,28 +57,48 @@ def read_result(store: ResultStore, run_id: str) -> dict | None:
     return json.loads(data) if data is not None else None
 
 
+def max_batch_size(device: str) -> int:
+    """Return how many runs share one batch; host memory for losses grows with it."""
+    return 65_536 if device.startswith("cuda") else 4_096
+
+
+def finished_run_ids(store: ResultStore) -> set[str]:
+    """Return the ids of runs with a result.json, from one listing of runs/."""
+    return {key.split("/")[1] for key in store.list_keys("runs/")
+            if key.count("/") == 2 and key.endswith("/result.json")}
+
+
 def execute(
     configs: Sequence[FitConfig],
     store: ResultStore,
     *,
     force: bool = False,
     stop: StopFlag | None = None,
+    finished: set[str] | None = None,
 ) -> list[Outcome]:
-    """Run every config that has no result yet; return outcomes in the order of `configs`."""
+    """Run every config that has no result yet; return outcomes in the order of `configs`.
+
+    `finished`, when given, lists the run ids already known to have a result, so
+    only those are read back instead of probing every run.
+    """
     outcomes: dict[str, Outcome] = {}
     pending: dict[tuple, list[FitConfig]] = {}
     for config in configs:
-        existing = None if force else read_result(store, config.run_id)
+        probe = not force and (finished is None or config.run_id in finished)
+        existing = read_result(store, config.run_id) if probe else None
         if existing is not None:
-            log.info("run %s already finished (%s) at %s; skipping it (use --force to rerun)",
+            log.log(logging.INFO if finished is None else logging.DEBUG,"run %s already finished (%s) at %s; skipping it (use --force to rerun)",
                      config.run_id, existing.get("status"), store.describe(run_prefix(config.run_id)))
             outcomes[config.run_id] = Outcome(config, existing, skipped=True)
         else:
             pending.setdefault(batch_key(config), []).append(config)
 
-    for batch in pending.values():
-        for outcome in _run_batch(batch, store, force=force, stop=stop or StopFlag()):
-            outcomes[outcome.config.run_id] = outcome
+    for group in pending.values():
+        size = max_batch_size(group[0].device)
+        for start in range(0, len(group), size):
+            batch = group[start:start + size]
+            for outcome in _run_batch(batch, store, force=force, stop=stop or StopFlag()):
+                outcomes[outcome.config.run_id] = outcome
     return [outcomes[config.run_id] for config in configs]
 
 

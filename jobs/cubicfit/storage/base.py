@@ -10,8 +10,11 @@ from abc import ABC, abstractmethod
 
 class ResultStore(ABC):
     @abstractmethod
-    def check(self, create: bool = False) -> None:
-        """Verify that the output can be written, before any compute; raise StorageError if not."""
+    def check(self, create: bool = False, read_only: bool = False) -> None:
+        """Verify that the output can be written (or only read), before any compute.
+
+        Raise StorageError when it cannot. `create` creates a missing bucket or folder.
+        """
 
     @abstractmethod
     def read_bytes(self, key: str) -> bytes | None:

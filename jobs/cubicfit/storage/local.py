@@ -18,7 +18,11 @@ class LocalStore(ResultStore):
     def describe(self, key: str = "") -> str:
         return self._path(key) if key else self.root
 
-    def check(self, create: bool = False) -> None:
+    def check(self, create: bool = False, read_only: bool = False) -> None:
+        if read_only:
+            if os.path.exists(self.root) and not os.path.isdir(self.root):
+                raise StorageError(f"{self.root} exists but is not a folder; choose another output")
+            return
         try:
             os.makedirs(self.root, exist_ok=True)
             with tempfile.NamedTemporaryFile(dir=self.root, prefix=".write-check-"):

@@ -1,0 +1,77 @@
+"""Run a sweep, or one shard of it, and record the expanded grid in sweep.json."""
+
+import dataclasses
+import logging
+
+from cubicfit.devices import resolve_device
+from cubicfit.results import to_json_bytes
+from cubicfit.runner import Outcome, execute, finished_run_ids
+from cubicfit.storage import ResultStore
+from cubicfit.sweep.shards import select_shard
+from cubicfit.sweep.spec import GridPoint, SweepSpec
+
+log = logging.getLogger(__name__)
+
+
+def sweep_prefix(sweep_id: str) -> str:
+    return f"sweeps/{sweep_id}"
+
+
+def sweep_document(spec: SweepSpec, points: list[GridPoint]) -> dict:
+    """Return sweep.json: the spec and every expanded point with its run id and config."""
+    return {
+        "sweep_id": spec.sweep_id,
+        "spec": spec.to_json_dict(),
+        "varied_fields": list(spec.grid),
+        "point_count": len(points),
+        "points": [
+            {"index": point.index, "run_id": point.config.run_id,
+             "values": _jsonable(point.values), "config": point.config.to_json_dict()}
+            for point in points
+        ],
+    }
+
+
+def _jsonable(values: dict) -> dict:
+    return {key: list(value) if isinstance(value, tuple) else value
+            for key, value in values.items()}
+
+
+def run_sweep(
+    spec: SweepSpec,
+    store: ResultStore,
+    *,
+    shard: tuple[int, int] = (0, 1),
+    force: bool = False,
+    stop=None,
+) -> tuple[list[GridPoint], list[Outcome]]:
+    """Run this shard's unfinished points; return all points and this shard's outcomes."""
+    points = spec.expand()
+    # Every shard writes the same bytes, so whichever lands last is still correct.
+    store.write_bytes(f"{sweep_prefix(spec.sweep_id)}/sweep.json",
+                      to_json_bytes(sweep_document(spec, points)), "application/json")
+
+    index, count = shard
+    mine = select_shard(points, index, count)
+    finished = set() if force else finished_run_ids(store)
+    pending = [point for point in mine if point.config.run_id not in finished]
+    label = f"shard {index} of {count}: " if count > 1 else ""
+    if not pending:
+        log.info("%sall %d runs already finished; nothing to run (use --force to rerun)",
+                 label, len(mine))
+    else:
+        log.info("%s%d of %d runs already finished; running %d", label,
+                 len(mine) - len(pending), len(mine), len(pending))
+
+    configs = []
+    for point in mine:
+        device = resolve_device(point.config.device, point.config.backend)
+        configs.append(dataclasses.replace(point.config, device=device))
+    outcomes = execute(configs, store, force=force, stop=stop, finished=finished)
+    counts = {}
+    for outcome in outcomes:
+        if not outcome.skipped:
+            counts[outcome.status] = counts.get(outcome.status, 0) + 1
+    if counts:
+        log.info("%sran %s", label, ", ".join(f"{n} {status}" for status, n in sorted(counts.items())))
+    return points, outcomes
