@@ -115,6 +115,10 @@ def run_command(command: str, args: argparse.Namespace) -> int:
     except CubicfitError as error:
         log.error("%s", error)
         return error.exit_code
+    except BrokenPipeError:
+        # The reader of stdout went away (for example `cubicfit plan ... | head`).
+        sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - silences the flush at exit
+        return ExitCode.OK
     except KeyboardInterrupt:
         log.warning("interrupted; finished results are kept")
         return ExitCode.INTERRUPTED

@@ -18,7 +18,7 @@ def add_sweep_commands(commands, common: argparse.ArgumentParser) -> None:
         "plan", parents=[common], help="print the expanded grid of a sweep; writes nothing",
         description="Expand and validate a sweep spec and print one row per grid point: run id, "
         "varied values, batch, shard and whether a result already exists. Writes nothing.")
-    plan.add_argument("spec", help=spec_help)
+    _add_spec_arguments(plan, spec_help)
     _add_location_flags(plan)
     _add_shard_flags(plan)
     plan.add_argument("--format", choices=("table", "json"), default="table",
@@ -28,9 +28,12 @@ def add_sweep_commands(commands, common: argparse.ArgumentParser) -> None:
         "sweep", parents=[common], help="run every unfinished grid point (or one shard of them)",
         description="Run the unfinished grid points of a sweep as vectorized batches, then write "
         "the sweep report when every point has a result.")
-    sweep.add_argument("spec", help=spec_help)
+    _add_spec_arguments(sweep, spec_help)
     _add_location_flags(sweep)
     _add_shard_flags(sweep)
+    sweep.add_argument("--run-ids", default=None, metavar="ID,ID,...",
+                       help="run only these grid points, by run id, e.g. one batch chosen by the "
+                       "Airflow DAG (default: every point of this shard)")
     sweep.add_argument("--force", action="store_true",
                        help="rerun points that already have a result (default: off)")
     sweep.add_argument("--create-bucket", action="store_true",
@@ -42,8 +45,15 @@ def add_sweep_commands(commands, common: argparse.ArgumentParser) -> None:
         "report", parents=[common], help="rebuild the sweep report from stored results",
         description="Read every run's result of a sweep from storage and write summary.csv, "
         "report.md and report.png under sweeps/<sweep_id>/.")
-    report.add_argument("spec", help=spec_help)
+    _add_spec_arguments(report, spec_help)
     _add_location_flags(report)
+
+
+def _add_spec_arguments(parser, spec_help) -> None:
+    parser.add_argument("spec", nargs="?", help=spec_help)
+    parser.add_argument("--spec-text", default=None, metavar="YAML",
+                        help="the spec itself as YAML or JSON text, instead of a file "
+                        "(default: none)")
 
 
 def _add_location_flags(parser) -> None:
@@ -61,9 +71,16 @@ def _add_shard_flags(parser) -> None:
 
 
 def _load(args):
-    from cubicfit.sweep.spec import load_sweep_spec
+    from cubicfit.errors import ConfigError
+    from cubicfit.sweep.spec import load_sweep_spec, parse_sweep_spec
+    from cubicfit.yamlio import load_yaml
 
     overrides = {"output": args.output} if args.output else {}
+    if (args.spec is None) == (args.spec_text is None):
+        raise ConfigError("give either a spec file or --spec-text, exactly one of them")
+    if args.spec_text is not None:
+        return parse_sweep_spec(load_yaml(args.spec_text, "--spec-text"), "--spec-text",
+                                os.environ, overrides)
     return load_sweep_spec(args.spec, os.environ, overrides)
 
 
@@ -144,7 +161,8 @@ def command_sweep(args) -> int:
     store.check(create=args.create_bucket)
     stop = StopFlag()
     install_handlers(stop)
-    points, _ = run_sweep(spec, store, shard=shard, force=args.force, stop=stop)
+    run_ids = [item for item in (args.run_ids or "").split(",") if item] or None
+    points, _ = run_sweep(spec, store, shard=shard, force=args.force, stop=stop, run_ids=run_ids)
 
     if args.no_report:
         return ExitCode.OK
@@ -153,7 +171,7 @@ def command_sweep(args) -> int:
     if missing:
         log.info("%d of %d points of sweep %s have no result yet (other shards); run "
                  "'cubicfit report %s' when all shards have finished", len(missing), len(points),
-                 spec.sweep_id, args.spec)
+                 spec.sweep_id, args.spec or "--spec-text ...")
         return ExitCode.OK
     summary = build_report(spec, store, points)
     print(json.dumps(summary), file=sys.stdout, flush=True)

@@ -4,6 +4,7 @@ import dataclasses
 import logging
 
 from cubicfit.devices import resolve_device
+from cubicfit.errors import ConfigError
 from cubicfit.results import to_json_bytes
 from cubicfit.runner import Outcome, execute, finished_run_ids
 from cubicfit.storage import ResultStore
@@ -44,15 +45,37 @@ def run_sweep(
     shard: tuple[int, int] = (0, 1),
     force: bool = False,
     stop=None,
+    run_ids: list[str] | None = None,
 ) -> tuple[list[GridPoint], list[Outcome]]:
-    """Run this shard's unfinished points; return all points and this shard's outcomes."""
+    """Run this shard's unfinished points; return all points and this shard's outcomes.
+
+    `run_ids` narrows the shard to those points; an id outside the grid is a ConfigError.
+    """
     points = spec.expand()
+    index, count = shard
+    mine = select_shard(points, index, count)
+    if run_ids is not None:
+        known = {point.config.run_id for point in mine}
+        unknown = [run_id for run_id in run_ids if run_id not in known]
+        if unknown:
+            raise ConfigError(
+                f"--run-ids: {unknown[0]!r} is not a point of sweep {spec.sweep_id}"
+                + (f" in shard {index} of {count}" if count > 1 else "")
+                + "; run 'cubicfit plan' to list the run ids"
+            )
+        wanted = set(run_ids)
+        mine = [point for point in mine if point.config.run_id in wanted]
+
+    # Resolve devices before writing anything, so a missing GPU leaves storage untouched.
+    configs = []
+    for point in mine:
+        device = resolve_device(point.config.device, point.config.backend)
+        configs.append(dataclasses.replace(point.config, device=device))
+
     # Every shard writes the same bytes, so whichever lands last is still correct.
     store.write_bytes(f"{sweep_prefix(spec.sweep_id)}/sweep.json",
                       to_json_bytes(sweep_document(spec, points)), "application/json")
 
-    index, count = shard
-    mine = select_shard(points, index, count)
     finished = set() if force else finished_run_ids(store)
     pending = [point for point in mine if point.config.run_id not in finished]
     label = f"shard {index} of {count}: " if count > 1 else ""
@@ -63,10 +86,6 @@ def run_sweep(
         log.info("%s%d of %d runs already finished; running %d", label,
                  len(mine) - len(pending), len(mine), len(pending))
 
-    configs = []
-    for point in mine:
-        device = resolve_device(point.config.device, point.config.backend)
-        configs.append(dataclasses.replace(point.config, device=device))
     outcomes = execute(configs, store, force=force, stop=stop, finished=finished)
     counts = {}
     for outcome in outcomes:
