@@ -287,7 +287,7 @@ def build_config(fields: Mapping[str, Any], source: str = "the configuration") -
     values = {**DEFAULTS, **{key: value for key, value in fields.items() if value is not None}}
     if fields.get("init") is None:
         values["init"] = None
-    if values.get("dtype") is None:
+    if fields.get("dtype") is None:
         values["dtype"] = DEFAULT_DTYPE[values["backend"]]
     _check_ranges(values, source)
     return FitConfig(**values)
