@@ -29,6 +29,8 @@ FIELD_HELP = {
     "x_max": "right end of the sample interval (default: pi)",
     "target": "function to fit: sin, cos, tanh or exp (default: sin)",
     "log_every": "steps between progress lines and host reads of the losses (default: 100)",
+    "checkpoint_every": "steps between checkpoints of a long fit; 0 saves only on SIGTERM/SIGINT "
+    "(default: 1000000)",
     "output": "local folder or s3://bucket/prefix for results (default: ./results)",
 }
 
@@ -147,10 +149,13 @@ def command_run(args: argparse.Namespace) -> int:
     store = open_store(config.output)
     store.check(create=args.create_bucket)
     stop = StopFlag()
-    install_handlers(stop)
+    restore_handlers = install_handlers(stop)
     log.info("run %s: %s on %s (%s), lr %g, %d steps", config.run_id, config.backend,
              config.device, config.dtype, config.learning_rate, config.iterations)
-    (outcome,) = execute([config], store, force=args.force, stop=stop)
+    try:
+        (outcome,) = execute([config], store, force=args.force, stop=stop)
+    finally:
+        restore_handlers()
     if outcome.skipped:
         print(result_line(outcome.result["coefficients"].values()), flush=True)
     if outcome.status == "diverged":

@@ -27,7 +27,8 @@ MAX_POINTS = 10_000_000
 MAX_SEED = 2**63 - 1
 ENV_PREFIX = "CUBICFIT_"
 # CUBICFIT_* variables that are not fit fields but are read elsewhere.
-OTHER_ENV_VARS = {"CUBICFIT_SHARD_INDEX", "CUBICFIT_SHARD_COUNT", "CUBICFIT_LOG_FORMAT"}
+OTHER_ENV_VARS = {"CUBICFIT_SHARD_INDEX", "CUBICFIT_SHARD_COUNT", "CUBICFIT_LOG_FORMAT",
+                  "CUBICFIT_S3_MAX_ATTEMPTS"}
 
 _DEVICE = re.compile(r"^(?:cpu|auto|cuda(?::(?:0|[1-9][0-9]{0,2}))?)$")
 _PLAIN_INT = re.compile(r"^[-+]?(?:0|[1-9][0-9]*)$")
@@ -49,6 +50,7 @@ class FitConfig:
     x_max: float = math.pi
     target: str = "sin"
     log_every: int = 100
+    checkpoint_every: int = 1_000_000
     output: str = "./results"
 
     @property
@@ -216,6 +218,7 @@ PARSERS = {
     "x_max": _parse_float,
     "target": lambda n, v, s, t: _parse_choice(n, v, s, t, TARGETS),
     "log_every": _parse_int,
+    "checkpoint_every": _parse_int,
     "output": _parse_output,
 }
 
@@ -306,6 +309,7 @@ def _check_ranges(values: dict[str, Any], source: str) -> None:
     _check_int_range("iterations", values, 1, MAX_ITERATIONS, source)
     _check_int_range("n_points", values, 4, MAX_POINTS, source)
     _check_int_range("log_every", values, 1, MAX_ITERATIONS, source)
+    _check_int_range("checkpoint_every", values, 0, MAX_ITERATIONS, source)
     _check_int_range("seed", values, 0, MAX_SEED, source)
     if not values["x_min"] < values["x_max"]:
         raise ConfigError(

@@ -22,10 +22,14 @@ class StopFlag:
             raise Interrupted(self.signal_number)
 
 
-def install_handlers(flag: StopFlag) -> None:
-    """Set `flag` on SIGINT/SIGTERM; a second signal of either kind ends the process at once."""
+def install_handlers(flag: StopFlag):
+    """Set `flag` on SIGINT/SIGTERM; a second signal of either kind ends the process at once.
+
+    Return a function that restores the previous handlers.
+    """
     if threading.current_thread() is not threading.main_thread():
-        return
+        return lambda: None
+    previous = {number: signal.getsignal(number) for number in (signal.SIGINT, signal.SIGTERM)}
 
     def handle(number, frame):
         if flag.signal_number is not None:
@@ -36,3 +40,9 @@ def install_handlers(flag: StopFlag) -> None:
 
     signal.signal(signal.SIGINT, handle)
     signal.signal(signal.SIGTERM, handle)
+
+    def restore():
+        for number, handler in previous.items():
+            signal.signal(number, handler)
+
+    return restore

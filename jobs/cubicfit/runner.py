@@ -10,13 +10,21 @@ import dataclasses
 import json
 import logging
 import math
+import signal
 from collections.abc import Sequence
 
 import numpy as np
 
 from cubicfit.backends import ChunkReport, fit_batch
+from cubicfit.checkpoints import (
+    BatchCheckpointer,
+    Checkpoint,
+    load_checkpoint,
+    remove_checkpoint,
+)
 from cubicfit.config import FitConfig
 from cubicfit.devices import describe_device
+from cubicfit.errors import Interrupted
 from cubicfit.interrupts import StopFlag
 from cubicfit.plots import FitPlotter, loss_range_of
 from cubicfit.problem import build_problem, start_values
@@ -79,35 +87,55 @@ def execute(
     """Run every config that has no result yet; return outcomes in the order of `configs`.
 
     `finished`, when given, lists the run ids already known to have a result, so
-    only those are read back instead of probing every run.
+    only those are read back instead of probing every run. Unfinished runs with
+    a checkpoint resume from it; `force` discards results and checkpoints.
     """
+    stop = stop or StopFlag()
     outcomes: dict[str, Outcome] = {}
     pending: dict[tuple, list[FitConfig]] = {}
+    resumed: dict[str, Checkpoint] = {}
     for config in configs:
         probe = not force and (finished is None or config.run_id in finished)
         existing = read_result(store, config.run_id) if probe else None
         if existing is not None:
-            log.log(logging.INFO if finished is None else logging.DEBUG,"run %s already finished (%s) at %s; skipping it (use --force to rerun)",
-                     config.run_id, existing.get("status"), store.describe(run_prefix(config.run_id)))
+            log.log(logging.INFO if finished is None else logging.DEBUG,
+                    "run %s already finished (%s) at %s; skipping it (use --force to rerun)",
+                    config.run_id, existing.get("status"), store.describe(run_prefix(config.run_id)))
             outcomes[config.run_id] = Outcome(config, existing, skipped=True)
+            continue
+        if force:
+            remove_checkpoint(store, config.run_id)
+            start_step = 0
         else:
-            pending.setdefault(batch_key(config), []).append(config)
+            checkpoint = load_checkpoint(store, config.run_id, config.dtype)
+            start_step = checkpoint.step if checkpoint else 0
+            if checkpoint:
+                resumed[config.run_id] = checkpoint
+                log.info("run %s resumes from its checkpoint at step %d", config.run_id,
+                         checkpoint.step)
+        # Members of one batch share their start step, so resumed runs batch separately.
+        pending.setdefault((batch_key(config), start_step), []).append(config)
 
-    for group in pending.values():
+    for (_, start_step), group in pending.items():
         size = max_batch_size(group[0].device)
-        for start in range(0, len(group), size):
-            batch = group[start:start + size]
-            for outcome in _run_batch(batch, store, force=force, stop=stop or StopFlag()):
+        for first in range(0, len(group), size):
+            batch = group[first:first + size]
+            for outcome in _run_batch(batch, store, force=force, stop=stop,
+                                      start_step=start_step, resumed=resumed):
                 outcomes[outcome.config.run_id] = outcome
     return [outcomes[config.run_id] for config in configs]
 
 
-def _run_batch(batch: list[FitConfig], store: ResultStore, *, force: bool, stop: StopFlag):
+def _run_batch(batch: list[FitConfig], store: ResultStore, *, force: bool, stop: StopFlag,
+               start_step: int, resumed: dict[str, Checkpoint]):
     first = batch[0]
     problem = build_problem(first.n_points, first.x_min, first.x_max, first.target, first.dtype)
     initial = np.array([c.init if c.init is not None else start_values(c.seed) for c in batch])
     learning_rates = np.array([c.learning_rate for c in batch])
     iterations = np.array([c.iterations for c in batch])
+    initial_error = None
+    if start_step:
+        initial_error = np.array([resumed[c.run_id].error_state for c in batch])
     solo = len(batch) == 1
 
     for config in batch:
@@ -118,30 +146,56 @@ def _run_batch(batch: list[FitConfig], store: ResultStore, *, force: bool, stop:
         store.write_bytes(f"{prefix}/config.json", to_json_bytes(config.to_json_dict()),
                           "application/json")
 
-    log.info("fitting %d run(s) on %s (%s, %s): %d to %d steps", len(batch), first.device,
-             first.backend, first.dtype, iterations.min(), iterations.max())
+    log.info("fitting %d run(s) on %s (%s, %s): %d to %d steps%s", len(batch), first.device,
+             first.backend, first.dtype, iterations.min(), iterations.max(),
+             f", from step {start_step}" if start_step else "")
     started_at = utc_now()
+    checkpointer = BatchCheckpointer(store, batch, start_step, resumed)
+    every = first.checkpoint_every
 
-    def on_chunk(report: ChunkReport) -> None:
+    def on_chunk(report: ChunkReport) -> bool:
         _log_progress(report, batch, solo)
-        stop.raise_if_set()
+        checkpointer.record(report.losses, report.active)
+        if stop.signal_number is not None:
+            return True
+        previous_end = report.step_end - report.losses.shape[1]
+        if every and report.active.any() and report.step_end // every > previous_end // every:
+            step, states = report.read_resume_state()
+            checkpointer.save(step, states, np.flatnonzero(report.active))
+        return False
 
     fit = fit_batch(first.backend, problem, initial, learning_rates, iterations,
                     dtype=first.dtype, device=first.device, log_every=first.log_every,
-                    on_chunk=on_chunk)
+                    start_step=start_step, initial_error=initial_error, on_chunk=on_chunk)
     finished_at = utc_now()
 
-    plotter = FitPlotter(problem, first.target, int(iterations.max()), loss_range_of(fit.losses))
-    versions = library_versions(first.backend)
-    device_name = describe_device(first.device)
-    for index, config in enumerate(batch):
-        result = _result_document(config, problem, fit, index, initial[index], started_at,
-                                  finished_at, versions, device_name)
-        outcome = _write_run(store, config, result, fit.losses[index], plotter, force)
+    unfinished = [index for index in range(len(batch)) if not fit.is_complete(index)]
+    if unfinished:
+        step, states = fit.resume_state
+        checkpointer.save(step, states, unfinished)
+
+    complete = [index for index in range(len(batch)) if fit.is_complete(index)]
+    all_losses = {}
+    for index in complete:
+        earlier = resumed[batch[index].run_id].losses if start_step else np.empty(0)
+        all_losses[index] = np.concatenate([earlier, fit.losses[index]])
+    if complete:
+        plotter = FitPlotter(problem, first.target, int(iterations.max()),
+                             loss_range_of(list(all_losses.values())))
+        versions = library_versions(first.backend)
+        device_name = describe_device(first.device)
+    for index in complete:
+        config = batch[index]
+        result = _result_document(config, problem, fit, index, all_losses[index], initial[index],
+                                  started_at, finished_at, versions, device_name)
+        outcome = _write_run(store, config, result, all_losses[index], plotter, force)
+        remove_checkpoint(store, config.run_id)
         if solo and not outcome.skipped:
             print(result_line(fit.coefficients[index]), flush=True)
         yield outcome
-        stop.raise_if_set()
+    if unfinished:
+        raise Interrupted(stop.signal_number or signal.SIGTERM)
+    stop.raise_if_set()
 
 
 def _log_progress(report: ChunkReport, batch: list[FitConfig], solo: bool) -> None:
@@ -156,11 +210,10 @@ def _log_progress(report: ChunkReport, batch: list[FitConfig], solo: bool) -> No
              batch[best].run_id, report.elapsed)
 
 
-def _result_document(config, problem, fit, index, initial, started_at, finished_at, versions,
-                     device_name) -> dict:
+def _result_document(config, problem, fit, index, losses, initial, started_at, finished_at,
+                     versions, device_name) -> dict:
     diverged_at = int(fit.diverged_at[index])
     diverged = diverged_at >= 0
-    losses = fit.losses[index]
     if diverged:
         # The reported coefficients are the last ones whose loss was finite.
         final_loss = float(losses[-2]) if len(losses) >= 2 else math.nan

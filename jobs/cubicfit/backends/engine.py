@@ -35,6 +35,8 @@ class ChunkReport:
     elapsed: float  # seconds since the loop started
     active: np.ndarray  # (B,) bool: members still running
     read_weights: Callable[[], np.ndarray]  # current weights W (B, 4), at step_end
+    # (step, E) to resume from: the error state at step_end - 1, read with one extra host copy.
+    read_resume_state: Callable[[], tuple[int, np.ndarray]]
 
 
 @dataclass
@@ -46,6 +48,15 @@ class BatchFit:
     final_losses: np.ndarray  # (B,) loss of the final weights; nan when diverged
     diverged_at: np.ndarray  # (B,) first step with a non-finite loss, or -1
     fit_seconds: float
+    stopped_at: int | None = None  # first step not run when the caller asked to stop early
+    resume_state: tuple[int, np.ndarray] | None = None  # (step, E) to resume from, when stopped
+
+    def is_complete(self, index: int) -> bool:
+        """Return whether member `index` finished or diverged (always, unless stopped early)."""
+        return self.stopped_at is None or self.diverged_at[index] >= 0 or (
+            self.iterations[index] < self.stopped_at)
+
+    iterations: np.ndarray | None = None
 
 
 def fit_batch(
@@ -59,12 +70,16 @@ def fit_batch(
     device: str = "cpu",
     log_every: int = 100,
     start_step: int = 0,
-    on_chunk: Callable[[ChunkReport], None] | None = None,
+    initial_error: np.ndarray | None = None,
+    on_chunk: Callable[[ChunkReport], bool | None] | None = None,
 ) -> BatchFit:
     """Run a batch from `initial` (weights at `start_step`) until every member finished or diverged.
 
     Member i evaluates losses for steps start_step .. iterations[i]; the loss at
-    step iterations[i] is that of its final weights.
+    step iterations[i] is that of its final weights. `initial_error`, when given,
+    is the exact error state E = W - w* from a checkpoint and replaces `initial`.
+    When `on_chunk` returns True the loop stops after that chunk and the result
+    carries `stopped_at` and the state to resume from.
     """
     ops = _make_ops(backend, dtype, device)
     initial = np.asarray(initial, dtype=np.float64).reshape(-1, 4)
@@ -76,7 +91,8 @@ def fit_batch(
         raise ValueError(f"start_step {start_step} is past the last step {last_step}")
 
     gram = ops.constant(problem.gram)
-    error = ops.constant(initial - problem.optimum)
+    start_error = initial - problem.optimum if initial_error is None else initial_error
+    error = ops.constant(start_error)
     neg_two_lr = ops.constant(-2.0 * learning_rates).reshape(size, 1)
     gather = ops.make_gatherer(error, iterations, start_step)
 
@@ -86,6 +102,7 @@ def fit_batch(
     began = time.perf_counter()
 
     step = start_step
+    stopped_at = None
     while step <= last_step and active.any():
         # Chunks end on multiples of log_every, so a resumed run chunks like an uninterrupted one.
         chunk_end = min((step // log_every + 1) * log_every, last_step + 1)
@@ -102,13 +119,19 @@ def fit_batch(
         step = chunk_end
         if on_chunk is not None:
             current = error
-            on_chunk(ChunkReport(
+            resume_state = (lambda previous=gather.before_chunk, at=step - 1:
+                            (at, ops.to_host(previous)))
+            stop = on_chunk(ChunkReport(
                 step_end=step,
                 losses=losses.T,
                 elapsed=time.perf_counter() - began,
                 active=active.copy(),
                 read_weights=lambda current=current: ops.to_host(current) + problem.optimum,
+                read_resume_state=resume_state,
             ))
+            if stop and step <= last_step and active.any():
+                stopped_at = step
+                break
 
     finals, last_finite = gather.result()
     fit_seconds = time.perf_counter() - began
@@ -118,10 +141,17 @@ def fit_batch(
     final_losses = np.full(size, np.nan)
     for index in range(size):
         end = diverged_at[index] if diverged_at[index] >= 0 else iterations[index]
+        if stopped_at is not None and diverged_at[index] < 0 and end >= stopped_at:
+            # Unfinished: keep the losses before the resume step, which recomputes its own.
+            end = stopped_at - 2
         member_losses.append(host_losses[index, :end - start_step + 1].copy())
-        if diverged_at[index] < 0:
+        if diverged_at[index] < 0 and end == iterations[index]:
             final_losses[index] = host_losses[index, end - start_step]
-    return BatchFit(member_losses, coefficients, final_losses, diverged_at, fit_seconds)
+    resume = None
+    if stopped_at is not None:
+        resume = (stopped_at - 1, ops.to_host(gather.before_chunk))
+    return BatchFit(member_losses, coefficients, final_losses, diverged_at, fit_seconds,
+                    stopped_at, resume, iterations)
 
 
 def _make_ops(backend: str, dtype: str, device: str):

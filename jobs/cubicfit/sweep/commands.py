@@ -160,9 +160,13 @@ def command_sweep(args) -> int:
     store = open_store(spec.output)
     store.check(create=args.create_bucket)
     stop = StopFlag()
-    install_handlers(stop)
+    restore_handlers = install_handlers(stop)
     run_ids = [item for item in (args.run_ids or "").split(",") if item] or None
-    points, _ = run_sweep(spec, store, shard=shard, force=args.force, stop=stop, run_ids=run_ids)
+    try:
+        points, _ = run_sweep(spec, store, shard=shard, force=args.force, stop=stop,
+                              run_ids=run_ids)
+    finally:
+        restore_handlers()
 
     if args.no_report:
         return ExitCode.OK
