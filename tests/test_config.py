@@ -134,3 +134,11 @@ def test_missing_file_names_path(tmp_path):
 
 def test_empty_file_gives_defaults(tmp_path):
     assert load_fit_config(write(tmp_path, ""), {}) == FitConfig()
+
+
+def test_kubernetes_service_links_are_ignored():
+    environ = {"CUBICFIT_SERVICE_HOST": "10.0.0.1", "CUBICFIT_SERVICE_PORT": "80",
+               "CUBICFIT_PORT": "tcp://10.0.0.1:80", "CUBICFIT_PORT_80_TCP_ADDR": "10.0.0.1",
+               "CUBICFIT_MINIO_SERVICE_HOST": "10.0.0.2"}
+
+    assert load_fit_config(None, environ) == FitConfig()

@@ -19,7 +19,6 @@ from packaging.version import Version
 
 from cubicfit.cli import build_parser, field_flags, main
 from cubicfit.config import fields_from_env, load_fit_config
-from cubicfit.errors import ConfigError
 from cubicfit.exitcodes import ExitCode
 from cubicfit.sweep.shards import resolve_shard
 from cubicfit.sweep.spec import load_sweep_spec
@@ -384,10 +383,10 @@ def test_pods_disable_service_links(item):
     assert pod_spec(workload)["enableServiceLinks"] is False
 
 
-def test_service_link_variables_break_cubicfit():
-    # What a Service named cubicfit would inject if service links were on.
-    with pytest.raises(ConfigError, match="CUBICFIT_SERVICE_HOST"):
-        fields_from_env({"CUBICFIT_SERVICE_HOST": "10.96.0.10"})
+def test_service_link_variables_are_ignored():
+    # What a Service named cubicfit injects when service links are on.
+    assert fields_from_env({"CUBICFIT_SERVICE_HOST": "10.96.0.10",
+                            "CUBICFIT_PORT": "tcp://10.96.0.10:80"}) == {}
 
 
 def test_images_pinned():

@@ -30,6 +30,9 @@ ENV_PREFIX = "CUBICFIT_"
 OTHER_ENV_VARS = {"CUBICFIT_SHARD_INDEX", "CUBICFIT_SHARD_COUNT", "CUBICFIT_LOG_FORMAT",
                   "CUBICFIT_S3_MAX_ATTEMPTS"}
 
+# Kubernetes injects <SERVICE>_SERVICE_HOST, <SERVICE>_PORT... for every Service in the
+# namespace, so a Service named "cubicfit" would add CUBICFIT_SERVICE_HOST and friends.
+_SERVICE_LINK = re.compile(r"^CUBICFIT_(?:[A-Z0-9_]*_)?(?:SERVICE_HOST|SERVICE_PORT\w*|PORT\w*)$")
 _DEVICE = re.compile(r"^(?:cpu|auto|cuda(?::(?:0|[1-9][0-9]{0,2}))?)$")
 _PLAIN_INT = re.compile(r"^[-+]?(?:0|[1-9][0-9]*)$")
 
@@ -256,7 +259,7 @@ def fields_from_env(environ: Mapping[str, str]) -> dict[str, Any]:
     """Read CUBICFIT_<FIELD> variables; an unknown CUBICFIT_ variable is an error."""
     raw = {}
     for key, value in environ.items():
-        if not key.startswith(ENV_PREFIX) or key in OTHER_ENV_VARS:
+        if not key.startswith(ENV_PREFIX) or key in OTHER_ENV_VARS or _SERVICE_LINK.match(key):
             continue
         name = key[len(ENV_PREFIX):].lower()
         if name not in PARSERS:

@@ -113,4 +113,4 @@ def _explain(error: OSError, path: str) -> str:
         return f"no space left on the device while writing {path}; free disk space or choose another output"
     if error.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
         return f"permission denied writing {path}; choose a writable output folder"
-    return f"cannot write {path}: {error.strerror or error}"
+    return f"cannot write {path}: {error.strerror or error}; choose a writable output folder"
