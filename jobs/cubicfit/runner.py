@@ -253,6 +253,15 @@ def _result_document(config, problem, fit, index, losses, initial, started_at, f
 
 def _write_run(store, config, result, losses, plotter, force) -> Outcome:
     prefix = run_prefix(config.run_id)
+    if not force:
+        # A concurrent process may have finished this run while we fitted; keep its files.
+        # NOTE: a process that finishes between this check and our result.json still sees
+        # losses.csv and fit.png replaced by ours (equal bytes on the same hardware).
+        existing = read_result(store, config.run_id)
+        if existing is not None:
+            log.warning("run %s was finished by another process meanwhile; keeping its files",
+                        config.run_id)
+            return Outcome(config, existing, skipped=True)
     store.write_bytes(f"{prefix}/losses.csv", losses_csv(losses), "text/csv")
     status = result["status"]
     if status == "diverged":
