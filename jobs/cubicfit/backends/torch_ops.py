@@ -22,7 +22,12 @@ class TorchOps:
         return torch.tensor(np.asarray(array), dtype=self.dtype, device=self.device)
 
     def index_array(self, values):
-        return torch.tensor(list(values), dtype=torch.int64, device=self.device)
+        # A range is built on the device: torch.tensor copies from pageable host memory, and on
+        # CUDA that copy waits for the stream, so once per chunk it would add a synchronization.
+        if isinstance(values, range):
+            return torch.arange(values.start, values.stop, values.step, dtype=torch.int64,
+                                device=self.device)
+        return torch.tensor(np.asarray(values), dtype=torch.int64, device=self.device)
 
     def bool_zeros(self, size):
         return torch.zeros(size, dtype=torch.bool, device=self.device)
