@@ -125,7 +125,7 @@ STAGES = [
     ("fit.png figure set-up (imports matplotlib)", "cubicfit.plots", "FitPlotter.__init__",
      None),
     ("fit.png per run", "cubicfit.plots", "FitPlotter.render", None),
-    ("PNG encoding", "cubicfit.plots", "_png_bytes", "fit.png per run"),
+    ("PNG encoding", "cubicfit.plots", "png_bytes", "fit.png per run"),
     ("losses.csv formatting", "cubicfit.runner", "losses_csv", None),
     ("JSON documents", "cubicfit.runner", "to_json_bytes", None),
     ("storage writes (local folder)", "cubicfit.storage.local", "LocalStore.write_bytes", None),

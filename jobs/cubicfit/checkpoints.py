@@ -75,6 +75,7 @@ def save_checkpoint(store: ResultStore, run_id: str, dtype: str, step: int, erro
         key = f"{run_prefix(run_id)}/checkpoint-losses-{first}-{step}.csv"
         store.write_bytes(key, losses_csv(new_losses, first), "text/csv")
         segments.append(key)
+        store.flush()
     state = np.asarray(error_state, dtype=np.float64)
     document = {"run_id": run_id, "step": step, "dtype": dtype,
                 "error_state": [float(value) for value in state],

@@ -12,7 +12,7 @@ matplotlib 3.11 and Pillow 13; `make bench` reports the current split):
   6 ms for the title. Pillow draws it in C from the same font file at the
   same size, in about 0.6 ms; glyph positions may differ by a pixel.
 - Pillow's PNG encoder (src/libImaging/ZipEncode.c) tries four row filters
-  on every row and keeps the best, about 9 ms for this image. `_png_bytes`
+  on every row and keeps the best, about 9 ms for this image. `png_bytes`
   writes the rows unfiltered with zlib level 1, in about 3 ms, and the file
   comes out about as large.
 """
@@ -43,7 +43,7 @@ class FitPlotter:
         from matplotlib.figure import Figure
         from matplotlib.lines import Line2D
 
-        self.figure = Figure(figsize=(10, 4), dpi=100)
+        self.figure = Figure(figsize=(10, 4), dpi=80)
         self.canvas = FigureCanvasAgg(self.figure)
         fit_axes, loss_axes = self.figure.subplots(1, 2)
         self.figure.subplots_adjust(left=0.07, right=0.98, bottom=0.13, top=0.84, wspace=0.25)
@@ -102,6 +102,11 @@ class FitPlotter:
 
     def render(self, coefficients, losses: np.ndarray, start_step: int, title: str) -> bytes:
         """Return the PNG bytes of one run's plot."""
+        return png_bytes(*self.render_pixels(coefficients, losses, start_step, title))
+
+    def render_pixels(self, coefficients, losses: np.ndarray, start_step: int,
+                      title: str) -> tuple[bytes, int, int]:
+        """Draw one run's plot; return its 8-bit RGB pixels with width and height for png_bytes."""
         from PIL import Image, ImageDraw
 
         self.canvas.restore_region(self.background)
@@ -119,10 +124,10 @@ class FitPlotter:
         image = image.convert("RGB")
         ImageDraw.Draw(image).text(self.title_center, title, fill="black", font=self.title_font,
                                    anchor="mm")
-        return _png_bytes(image.tobytes(), *size)
+        return image.tobytes(), *size
 
 
-def _png_bytes(rgb: bytes, width: int, height: int) -> bytes:
+def png_bytes(rgb: bytes, width: int, height: int) -> bytes:
     """Encode 8-bit RGB rows as a PNG file: no row filter, zlib level 1."""
     rows = np.empty((height, 1 + 3 * width), dtype=np.uint8)
     rows[:, 0] = 0  # each row starts with its filter type, 0 ("None")

@@ -12,6 +12,7 @@ import logging
 import math
 import signal
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
@@ -26,7 +27,7 @@ from cubicfit.config import FitConfig
 from cubicfit.devices import describe_device
 from cubicfit.errors import Interrupted
 from cubicfit.interrupts import StopFlag
-from cubicfit.plots import FitPlotter, loss_range_of
+from cubicfit.plots import FitPlotter, loss_range_of, png_bytes
 from cubicfit.problem import build_problem, start_values
 from cubicfit.results import (
     coefficients_dict,
@@ -184,15 +185,37 @@ def _run_batch(batch: list[FitConfig], store: ResultStore, *, force: bool, stop:
                              loss_range_of(list(all_losses.values())))
         versions = library_versions(first.backend)
         device_name = describe_device(first.device)
-    for index in complete:
+
+    # Data files of every finished member first, then one flush, then the result.json files:
+    # a result.json never becomes durable before the files it describes.
+    prepared = []
+    # PNG compression (zlib) and the write release the GIL, so a second thread encodes and
+    # stores each fit.png while this one draws the next.
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="fit-png") as encoder:
+        pending_writes = []
+        for index in complete:
+            config = batch[index]
+            result = _result_document(config, problem, fit, index, all_losses[index],
+                                      initial[index], started_at, finished_at, versions,
+                                      device_name)
+            outcome = _write_run_files(store, config, result, all_losses[index], plotter, force,
+                                       encoder, pending_writes)
+            if outcome is not None:
+                yield outcome
+            else:
+                prepared.append((index, result))
+        for write in pending_writes:
+            write.result()  # re-raises a StorageError from the encoder thread
+    store.flush()
+    for index, result in prepared:
         config = batch[index]
-        result = _result_document(config, problem, fit, index, all_losses[index], initial[index],
-                                  started_at, finished_at, versions, device_name)
-        outcome = _write_run(store, config, result, all_losses[index], plotter, force)
-        remove_checkpoint(store, config.run_id)
+        outcome = _record_result(store, config, result, force)
+        if checkpointer.saved[index] is not None:
+            remove_checkpoint(store, config.run_id)
         if solo and not outcome.skipped:
             print(result_line(fit.coefficients[index]), flush=True)
         yield outcome
+    store.flush()
     if unfinished:
         raise Interrupted(stop.signal_number or signal.SIGTERM)
     stop.raise_if_set()
@@ -251,7 +274,9 @@ def _result_document(config, problem, fit, index, losses, initial, started_at, f
     }
 
 
-def _write_run(store, config, result, losses, plotter, force) -> Outcome:
+def _write_run_files(store, config, result, losses, plotter, force, encoder,
+                     pending_writes) -> Outcome | None:
+    """Write losses.csv and fit.png; return an Outcome instead when another process won."""
     prefix = run_prefix(config.run_id)
     if not force:
         # A concurrent process may have finished this run while we fitted; keep its files.
@@ -263,16 +288,22 @@ def _write_run(store, config, result, losses, plotter, force) -> Outcome:
                         config.run_id)
             return Outcome(config, existing, skipped=True)
     store.write_bytes(f"{prefix}/losses.csv", losses_csv(losses), "text/csv")
-    status = result["status"]
-    if status == "diverged":
+    if result["status"] == "diverged":
         title = (f"run {config.run_id}: {config.backend} {config.dtype}, lr {config.learning_rate:g}"
                  f" - DIVERGED at step {result['diverged_at_step']}")
     else:
         title = (f"run {config.run_id}: {config.backend} {config.dtype}, lr {config.learning_rate:g},"
                  f" {config.iterations} steps, final loss {result['final_loss']:.6g}")
-    png = plotter.render(np.array(list(result["coefficients"].values())), losses, 0, title)
-    store.write_bytes(f"{prefix}/fit.png", png, "image/png")
+    pixels = plotter.render_pixels(np.array(list(result["coefficients"].values())), losses, 0,
+                                   title)
+    pending_writes.append(encoder.submit(
+        lambda: store.write_bytes(f"{prefix}/fit.png", png_bytes(*pixels), "image/png")))
+    return None
 
+
+def _record_result(store, config, result, force) -> Outcome:
+    """Write result.json last: created only if absent, unless forced."""
+    prefix = run_prefix(config.run_id)
     document = to_json_bytes(result)
     if force:
         store.write_bytes(f"{prefix}/result.json", document, "application/json")
@@ -281,6 +312,6 @@ def _write_run(store, config, result, losses, plotter, force) -> Outcome:
                     config.run_id)
         return Outcome(config, read_result(store, config.run_id) or result, skipped=True)
     log.info("run %s %s: final loss %.10g (optimum %.10g, gap %.4g), results in %s",
-             config.run_id, status, result["final_loss"], result["optimal_loss"],
+             config.run_id, result["status"], result["final_loss"], result["optimal_loss"],
              result["optimality_gap"], store.describe(prefix))
     return Outcome(config, result, skipped=False)

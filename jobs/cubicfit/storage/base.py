@@ -40,5 +40,8 @@ class ResultStore(ABC):
     def describe(self, key: str = "") -> str:
         """Return a human-readable location of `key` for log lines and messages."""
 
+    def flush(self) -> None:
+        """Make every completed write durable; stores whose writes already are do nothing."""
+
     def exists(self, key: str) -> bool:
         return self.read_bytes(key) is not None

@@ -1,4 +1,10 @@
-"""Results in a local folder, written through a temporary file and an atomic rename."""
+"""Results in a local folder, written through a temporary file and an atomic rename.
+
+The rename makes each write atomic for readers and against a crashed process.
+Durability against power loss comes from `flush`, which the runner calls
+between a run's data files and its result.json, instead of one fsync per file
+(a sweep writes four files per run, and fsync dominated its write time).
+"""
 
 import errno
 import os
@@ -30,6 +36,9 @@ class LocalStore(ResultStore):
         except OSError as error:
             raise StorageError(_explain(error, self.root)) from None
 
+    def flush(self) -> None:
+        os.sync()
+
     def read_bytes(self, key: str) -> bytes | None:
         try:
             with open(self._path(key), "rb") as stream:
@@ -46,8 +55,6 @@ class LocalStore(ResultStore):
         try:
             with os.fdopen(descriptor, "wb") as stream:
                 stream.write(data)
-                stream.flush()
-                os.fsync(stream.fileno())
             os.chmod(temporary, 0o644)
         except BaseException:
             _remove_quietly(temporary)

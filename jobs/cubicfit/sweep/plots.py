@@ -1,9 +1,12 @@
 """report.png: every run's loss curve, and the final loss over the grid as a heat map."""
 
-import io
 import math
 
 import numpy as np
+
+from cubicfit.plots import loss_range_of, png_bytes
+
+MAX_CURVE_POINTS = 400  # per curve in report.png; enough for a 500-pixel-wide axis
 
 
 def _label(value) -> str:
@@ -35,7 +38,7 @@ def report_png(spec, rows: list[dict], curves: dict) -> bytes:
     from matplotlib.figure import Figure
 
     figure = Figure(figsize=(13, 5.2), dpi=100)
-    FigureCanvasAgg(figure)
+    canvas = FigureCanvasAgg(figure)
     curve_axes, heat_axes = figure.subplots(1, 2, gridspec_kw={"width_ratios": [1.1, 1]})
     figure.subplots_adjust(left=0.06, right=0.97, bottom=0.14, top=0.86, wspace=0.32)
     figure.suptitle(f"sweep {spec.sweep_id}: {len(rows)} runs over {', '.join(spec.grid)}")
@@ -43,45 +46,51 @@ def report_png(spec, rows: list[dict], curves: dict) -> bytes:
     _draw_curves(figure, curve_axes, rows, curves, colors)
     _draw_heat_map(figure, heat_axes, spec, rows, colors)
 
-    buffer = io.BytesIO()
-    figure.savefig(buffer, format="png", metadata={"Software": None})
-    return buffer.getvalue()
+    canvas.draw()
+    width, height = canvas.get_width_height()
+    rgb = np.asarray(canvas.buffer_rgba())[:, :, :3].tobytes()
+    return png_bytes(rgb, width, height)
 
 
 def _draw_curves(figure, axes, rows, curves, colors):
     import matplotlib
+    from matplotlib.collections import LineCollection
 
-    rates = [row["learning_rate"] for row in rows if row["run_id"] in curves]
+    drawn = [row for row in rows if row["run_id"] in curves]
+    rates = [row["learning_rate"] for row in drawn]
     norm = colors.LogNorm(min(rates), max(rates)) if rates and min(rates) < max(rates) else None
     colormap = matplotlib.colormaps["viridis"]
-    optimum = None
-    diverged_drawn = False
-    for row in rows:
-        losses = curves.get(row["run_id"])
-        if losses is None:
-            continue
-        finite = np.isfinite(losses)
-        color = colormap(norm(row["learning_rate"])) if norm else "tab:blue"
-        diverged = row["status"] == "diverged"
-        axes.plot(np.arange(len(losses))[finite], losses[finite], color=color, linewidth=0.9,
-                  alpha=0.8, linestyle=":" if diverged else "-",
-                  label="diverged run" if diverged and not diverged_drawn else None)
-        diverged_drawn = diverged_drawn or diverged
-        optimum = row.get("optimal_loss") or optimum
-    drawn = [curves[row["run_id"]] for row in rows if row["run_id"] in curves]
-    if drawn:
-        from cubicfit.plots import loss_range_of
+    low, high = loss_range_of([curves[row["run_id"]] for row in drawn]) if drawn else (1, 10)
 
-        # Diverged curves run up to 1e308; the axis stops at 10x the largest start loss.
-        axes.set_ylim(*loss_range_of(drawn))
+    # One LineCollection per line style draws hundreds of curves in one artist.
+    segments = {"-": [], ":": []}
+    line_colors = {"-": [], ":": []}
+    for row in drawn:
+        losses = curves[row["run_id"]]
+        keep = np.unique(np.linspace(0, len(losses) - 1, min(len(losses), MAX_CURVE_POINTS))
+                         .round().astype(np.int64))
+        values = losses[keep]
+        finite = np.isfinite(values)
+        # Diverged curves reach 1e308; clipping them above the axis keeps the transform finite.
+        points = np.column_stack([keep[finite], np.clip(values[finite], low / 10, high * 10)])
+        style = ":" if row["status"] == "diverged" else "-"
+        segments[style].append(points)
+        line_colors[style].append(colormap(norm(row["learning_rate"])) if norm else "tab:blue")
+    for style, label in (("-", None), (":", "diverged run")):
+        if segments[style]:
+            axes.add_collection(LineCollection(segments[style], colors=line_colors[style],
+                                               linewidths=0.9, alpha=0.8, linestyles=style,
+                                               label=label))
+    optimum = next((row.get("optimal_loss") for row in drawn if row.get("optimal_loss")), None)
     if optimum:
         axes.axhline(optimum, color="tab:red", linestyle="--", linewidth=1,
                      label=f"least-squares optimum {optimum:.4g}")
     axes.set_yscale("log")
+    axes.set_xlim(0, max((len(curves[row["run_id"]]) for row in drawn), default=1))
+    axes.set_ylim(low, high)
     axes.set_xlabel("step")
     axes.set_ylabel("loss (sum of squared errors, log scale)")
-    shown = sum(1 for row in rows if row["run_id"] in curves)
-    axes.set_title(f"loss per step ({shown} of {len(rows)} runs)")
+    axes.set_title(f"loss per step ({len(drawn)} of {len(rows)} runs)")
     axes.grid(alpha=0.3, which="both")
     if axes.get_legend_handles_labels()[0]:
         axes.legend(loc="upper right", fontsize=8)
@@ -126,14 +135,21 @@ def _draw_heat_map(figure, axes, spec, rows, colors):
     axes.set_ylim(-0.5, len(y_values) - 0.5)
     axes.set_facecolor("0.85")
     annotate = grid.size <= 150
+    narrow_labels = len(x_values) <= 8  # whole words fit in the cells
+    if not narrow_labels:
+        # One marker artist per kind; hundreds of text labels would dominate the drawing time.
+        for kind, marker, color in (("diverged", "x", "tab:red"), ("missing", "$?$", "black")):
+            lines, columns = np.nonzero(status == kind)
+            if len(lines):
+                axes.scatter(columns, lines, marker=marker, s=18, color=color, linewidths=1)
     for line in range(grid.shape[0]):
         for column in range(grid.shape[1]):
-            if status[line, column] == "diverged":
+            if status[line, column] == "diverged" and narrow_labels:
                 axes.text(column, line, "diverged", ha="center", va="center", fontsize=7,
                           color="tab:red")
-            elif status[line, column] == "missing":
+            elif status[line, column] == "missing" and narrow_labels:
                 axes.text(column, line, "no result", ha="center", va="center", fontsize=7)
-            elif annotate:
+            elif status[line, column] == "succeeded" and annotate:
                 # Light text on the dark end of the colormap, dark text elsewhere.
                 dark = norm is not None and norm(grid[line, column]) > 0.6
                 axes.text(column, line, f"{grid[line, column]:.4g}", ha="center", va="center",
@@ -146,7 +162,7 @@ def _draw_heat_map(figure, axes, spec, rows, colors):
         axes.set_ylabel(y_field)
     else:
         axes.set_yticks([])
-    title = "final loss over the grid"
+    title = "final loss over the grid" + ("" if narrow_labels else " (x: diverged, ?: no result)")
     if len(others) > 1:
         title += f" (best over {', '.join(others[1:])})"
     axes.set_title(title)
