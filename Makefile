@@ -13,7 +13,7 @@ IMAGE ?= cubicfit:0.1.0
 .PHONY: help install run test lint bench image airflow e2e clean
 
 help: ## Show this help
-	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
+	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
 
 install: $(VENV)/.installed ## Create .venv and install the pinned packages from requirements.lock
 
