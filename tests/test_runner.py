@@ -98,3 +98,35 @@ def test_output_path_is_used_literally(tmp_path, capsys):
     assert code == ExitCode.OK
     assert len(list(odd.rglob("result.json"))) == 1
     assert sorted(path.name for path in tmp_path.iterdir()) == [odd.name]
+
+
+def sweep_spec(tmp_path, output, seeds=70):
+    path = tmp_path / f"spec-{output.name}.json"
+    path.write_text(json.dumps({"name": "many", "base": {"output": str(output), "iterations": 200},
+                                "grid": {"seed": list(range(seeds))}}))
+    return str(path)
+
+
+def test_forked_writer_matches_single_process(tmp_path, capsys, monkeypatch):
+    import cubicfit.runner
+
+    forked, single = tmp_path / "forked", tmp_path / "single"
+    assert main(["sweep", sweep_spec(tmp_path, forked), "--no-report"]) == ExitCode.OK
+    monkeypatch.setattr(cubicfit.runner, "PARALLEL_WRITE_MIN_RUNS", 10**9)
+    assert main(["sweep", sweep_spec(tmp_path, single), "--no-report"]) == ExitCode.OK
+
+    names = sorted(path.relative_to(forked) for path in forked.rglob("runs/*/*"))
+    assert len(names) == 70 * 4
+    assert names == sorted(path.relative_to(single) for path in single.rglob("runs/*/*"))
+    for name in names:
+        if name.name in ("losses.csv", "fit.png", "config.json"):
+            assert (forked / name).read_bytes() == (single / name).read_bytes(), name
+
+
+def test_forked_writer_storage_error_exits_4(tiny_filesystem, tmp_path, capsys):
+    code = main(["sweep", sweep_spec(tmp_path, tiny_filesystem), "--no-report"])
+    err = capsys.readouterr().err
+
+    assert code == ExitCode.STORAGE_ERROR
+    assert "no space left on the device" in err
+    assert not list(tiny_filesystem.rglob("result.json"))

@@ -10,6 +10,7 @@ import dataclasses
 import json
 import logging
 import math
+import os
 import signal
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -25,7 +26,7 @@ from cubicfit.checkpoints import (
 )
 from cubicfit.config import FitConfig
 from cubicfit.devices import describe_device
-from cubicfit.errors import Interrupted
+from cubicfit.errors import Interrupted, StorageError
 from cubicfit.interrupts import StopFlag
 from cubicfit.plots import FitPlotter, loss_range_of, png_bytes
 from cubicfit.problem import build_problem, start_values
@@ -188,24 +189,18 @@ def _run_batch(batch: list[FitConfig], store: ResultStore, *, force: bool, stop:
 
     # Data files of every finished member first, then one flush, then the result.json files:
     # a result.json never becomes durable before the files it describes.
+    documents = []
+    for index in complete:
+        documents.append((index, _result_document(batch[index], problem, fit, index,
+                                                  all_losses[index], initial[index], started_at,
+                                                  finished_at, versions, device_name)))
+    others = _write_data_files(store, batch, documents, all_losses, plotter, force)
     prepared = []
-    # PNG compression (zlib) and the write release the GIL, so a second thread encodes and
-    # stores each fit.png while this one draws the next.
-    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="fit-png") as encoder:
-        pending_writes = []
-        for index in complete:
-            config = batch[index]
-            result = _result_document(config, problem, fit, index, all_losses[index],
-                                      initial[index], started_at, finished_at, versions,
-                                      device_name)
-            outcome = _write_run_files(store, config, result, all_losses[index], plotter, force,
-                                       encoder, pending_writes)
-            if outcome is not None:
-                yield outcome
-            else:
-                prepared.append((index, result))
-        for write in pending_writes:
-            write.result()  # re-raises a StorageError from the encoder thread
+    for index, result in documents:
+        if index in others:
+            yield Outcome(batch[index], others[index], skipped=True)
+        else:
+            prepared.append((index, result))
     store.flush()
     for index, result in prepared:
         config = batch[index]
@@ -272,6 +267,82 @@ def _result_document(config, problem, fit, index, losses, initial, started_at, f
         "finished_at": finished_at,
         "host": host_name(),
     }
+
+
+# A second process writes half of a batch's files when the batch is at least this large
+# and the store is a local folder; below it, starting the process costs more than it saves.
+PARALLEL_WRITE_MIN_RUNS = 64
+
+
+def _write_data_files(store, batch, documents, all_losses, plotter, force) -> dict[int, dict]:
+    """Write losses.csv and fit.png of each (index, result) in `documents`.
+
+    Return {index: stored result} for runs that another process finished meanwhile.
+    """
+    from cubicfit.storage.local import LocalStore
+
+    if (len(documents) >= PARALLEL_WRITE_MIN_RUNS and isinstance(store, LocalStore)
+            and (os.cpu_count() or 1) > 1 and hasattr(os, "fork")):
+        return _write_data_files_forked(store, batch, documents, all_losses, plotter, force)
+    return _write_data_files_here(store, batch, documents, all_losses, plotter, force)
+
+
+def _write_data_files_here(store, batch, documents, all_losses, plotter, force) -> dict:
+    others = {}
+    # PNG compression (zlib) and the write release the GIL, so a second thread encodes and
+    # stores each fit.png while this one draws the next.
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="fit-png") as encoder:
+        pending_writes = []
+        for index, result in documents:
+            outcome = _write_run_files(store, batch[index], result, all_losses[index], plotter,
+                                       force, encoder, pending_writes)
+            if outcome is not None:
+                others[index] = outcome.result
+        for write in pending_writes:
+            write.result()  # re-raises a StorageError from the encoder thread
+    return others
+
+
+def _write_data_files_forked(store, batch, documents, all_losses, plotter, force) -> dict:
+    """Split the files between this process and a forked child that shares the plotter.
+
+    Only local folders take this path: an S3 client's open connections must not be
+    shared between processes. The child reports back over a pipe as JSON.
+    """
+    read_end, write_end = os.pipe()
+    child = os.fork()
+    if child == 0:
+        os.close(read_end)
+        report = {}
+        code = 0
+        try:
+            report["others"] = _write_data_files_here(store, batch, documents[1::2], all_losses,
+                                                      plotter, force)
+        except StorageError as error:
+            report["storage_error"] = str(error)
+        except BaseException as error:  # noqa: BLE001 - reported to the parent, which re-raises
+            report["error"] = f"{type(error).__name__}: {error}"
+            code = 1
+        finally:
+            with os.fdopen(write_end, "w") as stream:
+                json.dump(report, stream)
+            os._exit(code)
+
+    os.close(write_end)
+    try:
+        others = _write_data_files_here(store, batch, documents[0::2], all_losses, plotter,
+                                        force)
+    finally:
+        with os.fdopen(read_end) as stream:
+            text = stream.read()
+        os.waitpid(child, 0)
+    report = json.loads(text) if text else {"error": "the writer process ended without a report"}
+    if "storage_error" in report:
+        raise StorageError(report["storage_error"])
+    if "error" in report:
+        raise RuntimeError(f"writing run files in a second process failed: {report['error']}")
+    others.update({int(index): result for index, result in report["others"].items()})
+    return others
 
 
 def _write_run_files(store, config, result, losses, plotter, force, encoder,
