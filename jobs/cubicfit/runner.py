@@ -181,6 +181,7 @@ def _run_batch(batch: list[FitConfig], store: ResultStore, *, force: bool, stop:
     for index in complete:
         earlier = resumed[batch[index].run_id].losses if start_step else np.empty(0)
         all_losses[index] = np.concatenate([earlier, fit.losses[index]])
+    plotter = versions = device_name = None
     if complete:
         plotter = FitPlotter(problem, first.target, int(iterations.max()),
                              loss_range_of(list(all_losses.values())))
@@ -194,7 +195,9 @@ def _run_batch(batch: list[FitConfig], store: ResultStore, *, force: bool, stop:
         documents.append((index, _result_document(batch[index], problem, fit, index,
                                                   all_losses[index], initial[index], started_at,
                                                   finished_at, versions, device_name)))
-    others = _write_data_files(store, batch, documents, all_losses, plotter, force)
+    others = {}
+    if documents:
+        others = _write_data_files(store, batch, documents, all_losses, plotter, force)
     prepared = []
     for index, result in documents:
         if index in others:
