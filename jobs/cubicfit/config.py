@@ -175,7 +175,8 @@ def _parse_init(name: str, value: Any, source: str, text: bool):
                   for index, item in enumerate(value)]
     else:
         raise ConfigError(
-            f"{name}: expected a list of 4 numbers [a, b, c, d], got {_describe(value)} from {source}"
+            f"{name}: expected a list of 4 numbers [a, b, c, d], "
+            f"got {_describe(value)} from {source}"
         )
     if len(values) != 4:
         raise ConfigError(
@@ -240,10 +241,9 @@ def parse_fields(raw: Mapping[str, Any], source: str, text: bool = False) -> dic
     for name, value in raw.items():
         if name not in PARSERS:
             hint = _closest(name)
-            raise ConfigError(
-                f"unknown field '{name}' in {source}"
-                + (f"; did you mean '{hint}'?" if hint else f"; valid fields: {', '.join(FIELD_NAMES)}")
-            )
+            suggestion = (f"; did you mean '{hint}'?" if hint
+                          else f"; valid fields: {', '.join(FIELD_NAMES)}")
+            raise ConfigError(f"unknown field '{name}' in {source}{suggestion}")
         parsed[name] = PARSERS[name](name, value, source, text)
     return parsed
 
@@ -272,8 +272,8 @@ def fields_from_env(environ: Mapping[str, str]) -> dict[str, Any]:
         raw[name] = value
     parsed = {}
     for name, value in raw.items():
-        parsed.update(parse_fields({name: value}, f"environment variable {ENV_PREFIX}{name.upper()}",
-                                   text=True))
+        source = f"environment variable {ENV_PREFIX}{name.upper()}"
+        parsed.update(parse_fields({name: value}, source, text=True))
     return parsed
 
 
@@ -283,7 +283,8 @@ def fields_from_file(path: str) -> dict[str, Any]:
         return {}
     if not isinstance(document, dict):
         raise ConfigError(
-            f"{path}: expected a mapping of field: value at the top level, got {_describe(document)}"
+            f"{path}: expected a mapping of field: value at the top level, "
+            f"got {_describe(document)}"
         )
     return parse_fields(document, path)
 
@@ -345,5 +346,6 @@ def load_fit_config(
     fields.update(fields_from_env(environ))
     for name, value in (flags or {}).items():
         if value is not None:
-            fields.update(parse_fields({name: value}, f"flag --{name.replace('_', '-')}", text=True))
+            source = f"flag --{name.replace('_', '-')}"
+            fields.update(parse_fields({name: value}, source, text=True))
     return build_config(fields)

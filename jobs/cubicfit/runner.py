@@ -102,7 +102,8 @@ def execute(
         if existing is not None:
             log.log(logging.INFO if finished is None else logging.DEBUG,
                     "run %s already finished (%s) at %s; skipping it (use --force to rerun)",
-                    config.run_id, existing.get("status"), store.describe(run_prefix(config.run_id)))
+                    config.run_id, existing.get("status"),
+                    store.describe(run_prefix(config.run_id)))
             outcomes[config.run_id] = Outcome(config, existing, skipped=True)
             continue
         if force:
@@ -362,12 +363,12 @@ def _write_run_files(store, config, result, losses, plotter, force, encoder,
                         config.run_id)
             return Outcome(config, existing, skipped=True)
     store.write_bytes(f"{prefix}/losses.csv", losses_csv(losses), "text/csv")
+    title = (f"run {config.run_id}: {config.backend} {config.dtype}, "
+             f"lr {config.learning_rate:g}")
     if result["status"] == "diverged":
-        title = (f"run {config.run_id}: {config.backend} {config.dtype}, lr {config.learning_rate:g}"
-                 f" - DIVERGED at step {result['diverged_at_step']}")
+        title += f" - DIVERGED at step {result['diverged_at_step']}"
     else:
-        title = (f"run {config.run_id}: {config.backend} {config.dtype}, lr {config.learning_rate:g},"
-                 f" {config.iterations} steps, final loss {result['final_loss']:.6g}")
+        title += f", {config.iterations} steps, final loss {result['final_loss']:.6g}"
     pixels = plotter.render_pixels(np.array(list(result["coefficients"].values())), losses, 0,
                                    title)
     pending_writes.append(encoder.submit(

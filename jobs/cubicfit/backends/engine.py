@@ -119,8 +119,10 @@ def fit_batch(
         step = chunk_end
         if on_chunk is not None:
             current = error
-            resume_state = (lambda previous=gather.before_chunk, at=step - 1:
-                            (at, ops.to_host(previous)))
+
+            def resume_state(previous=gather.before_chunk, at=step - 1):
+                return at, ops.to_host(previous)
+
             stop = on_chunk(ChunkReport(
                 step_end=step,
                 losses=losses.T,

@@ -20,7 +20,10 @@ class WeightGatherer:
         self.diverged = ops.bool_zeros(len(iterations))
 
     def update(self, trajectory, losses, chunk_start: int) -> None:
-        """Record weights from `trajectory` (steps chunk_start .. chunk_start + n) and `losses` (n steps)."""
+        """Record weights from one chunk.
+
+        `trajectory` holds steps chunk_start .. chunk_start + n and `losses` the n losses.
+        """
         ops = self.ops
         steps = len(losses)
 

@@ -40,7 +40,7 @@ class ResultStore(ABC):
     def describe(self, key: str = "") -> str:
         """Return a human-readable location of `key` for log lines and messages."""
 
-    def flush(self) -> None:
+    def flush(self) -> None:  # noqa: B027 - optional hook, a no-op for most stores
         """Make every completed write durable; stores whose writes already are do nothing."""
 
     def exists(self, key: str) -> bool:

@@ -117,7 +117,8 @@ def _remove_quietly(path: str) -> None:
 
 def _explain(error: OSError, path: str) -> str:
     if error.errno == errno.ENOSPC:
-        return f"no space left on the device while writing {path}; free disk space or choose another output"
+        return (f"no space left on the device while writing {path}; "
+                "free disk space or choose another output")
     if error.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
         return f"permission denied writing {path}; choose a writable output folder"
     return f"cannot write {path}: {error.strerror or error}; choose a writable output folder"

@@ -92,5 +92,6 @@ def run_sweep(
         if not outcome.skipped:
             counts[outcome.status] = counts.get(outcome.status, 0) + 1
     if counts:
-        log.info("%sran %s", label, ", ".join(f"{n} {status}" for status, n in sorted(counts.items())))
+        summary = ", ".join(f"{n} {status}" for status, n in sorted(counts.items()))
+        log.info("%sran %s", label, summary)
     return points, outcomes

@@ -106,8 +106,9 @@ def report_markdown(spec: SweepSpec, rows: list[dict]) -> str:
 
     lines.append(f"## Best runs (top {min(LEADERBOARD_SIZE, len(succeeded))} by final loss)")
     lines.append("")
-    varied = [field for field in spec.grid]
-    header = ["rank", "run_id", *varied, "final loss", "gap to optimum", "relative gap", "batch fit s"]
+    varied = list(spec.grid)
+    header = ["rank", "run_id", *varied, "final loss", "gap to optimum", "relative gap",
+              "batch fit s"]
     lines.append("| " + " | ".join(header) + " |")
     lines.append("|" + "---|" * len(header))
     for rank, row in enumerate(succeeded[:LEADERBOARD_SIZE], start=1):
@@ -145,8 +146,12 @@ def report_markdown(spec: SweepSpec, rows: list[dict]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def build_report(spec: SweepSpec, store: ResultStore, points: list[GridPoint] | None = None) -> dict:
-    """Write summary.csv, report.md and report.png; return the best run for callers such as Airflow."""
+def build_report(spec: SweepSpec, store: ResultStore,
+                 points: list[GridPoint] | None = None) -> dict:
+    """Write summary.csv, report.md and report.png; return the best run and counts.
+
+    The return value is what the Airflow report task shows.
+    """
     from cubicfit.results import to_json_bytes
     from cubicfit.sweep.plots import report_png
 

@@ -12,7 +12,9 @@ from cubicfit.errors import ConfigError
 def _parse_whole(value: str, name: str) -> int:
     text = str(value).strip()
     if not text.isdigit() or (len(text) > 1 and text.startswith("0")):
-        raise ConfigError(f"{name}: {value!r} is not a non-negative integer; set it to 0, 1, 2, ...")
+        raise ConfigError(
+            f"{name}: {value!r} is not a non-negative integer; set it to 0, 1, 2, ..."
+        )
     return int(text)
 
 
