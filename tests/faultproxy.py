@@ -12,6 +12,8 @@ requests:
   stops; `start()` listens on the same port again.
 - `hold(...)`: keep matching requests until `count` of them have arrived, then
   forward them one at a time, so each sees the server state the previous one left.
+- `delay(...)`: wait `seconds` before forwarding, as a slow or overloaded server.
+  The request still reaches the server when the client has given up waiting.
 
 Rules match on the HTTP method, a substring of the path with its query, and
 optionally the presence of a request header.
@@ -23,6 +25,7 @@ import http.client
 import socket
 import struct
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import urlsplit
 
@@ -44,7 +47,7 @@ class RecordedRequest:
 
 @dataclasses.dataclass
 class Rule:
-    action: str  # "fail", "reset", "reset-after", "down" or "hold"
+    action: str  # "fail", "reset", "reset-after", "down", "hold" or "delay"
     method: str | None
     path_contains: str | None
     times: int | None  # matches left; None means unlimited
@@ -52,6 +55,7 @@ class Rule:
     code: str = "SlowDown"
     count: int = 2  # for "hold"
     header: str | None = None  # lower-case name of a header the request must have
+    seconds: float = 0.0  # for "delay"
     matched: int = 0
 
     def matches(self, method: str, path: str, headers: dict[str, str]) -> bool:
@@ -132,6 +136,10 @@ class FaultProxy:
     def hold(self, *, count: int, method: str | None = None,
              path_contains: str | None = None) -> Rule:
         return self._add(Rule("hold", method, path_contains, count, count=count))
+
+    def delay(self, seconds: float, *, times: int | None = None, method: str | None = None,
+              path_contains: str | None = None) -> Rule:
+        return self._add(Rule("delay", method, path_contains, times, seconds=seconds))
 
     def clear_rules(self) -> None:
         with self._lock:
@@ -247,6 +255,8 @@ class _Handler(BaseHTTPRequestHandler):
             return
         if action == "hold":
             proxy._wait_for_hold(rule)
+        if action == "delay":
+            time.sleep(rule.seconds)
 
         with proxy._forward_lock if action == "hold" else contextlib.nullcontext():
             try:
@@ -260,7 +270,13 @@ class _Handler(BaseHTTPRequestHandler):
         if action == "reset-after":
             self._reset_connection()
             return
-        self._send(status, reason, headers, data)
+        try:
+            self._send(status, reason, headers, data)
+        except OSError:
+            if action != "delay":
+                raise
+            # The client stopped waiting for the slow response and closed the connection.
+            self.close_connection = True
 
     def _send(self, status: int, reason: str, headers, data: bytes) -> None:
         self.send_response_only(status, reason)

@@ -221,3 +221,15 @@ def test_sweep_usage_errors_exit_2(tmp_path, capsys, monkeypatch, args, message)
     assert main(["sweep", *args]) == ExitCode.INVALID_CONFIG
     assert message in capsys.readouterr().err
     assert not (tmp_path / "results").exists()
+
+
+def test_sweep_stdout_is_only_json(tmp_path, capsys):
+    spec = write_spec(tmp_path, {"seed": [0, 1]}, base={"iterations": 20})
+    main(["sweep", spec, "--shard-index", "0", "--shard-count", "2", "--no-report"])
+    capsys.readouterr()
+
+    assert main(["sweep", spec]) == ExitCode.OK
+    lines = capsys.readouterr().out.strip().splitlines()
+
+    assert len(lines) == 1
+    assert json.loads(lines[0])["runs"] == 2

@@ -104,6 +104,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def run_command(command: str, args: argparse.Namespace) -> int:
     from cubicfit.errors import CubicfitError, Interrupted
+    from cubicfit.interrupts import ForcedStop
 
     try:
         if command == "run":
@@ -117,6 +118,9 @@ def run_command(command: str, args: argparse.Namespace) -> int:
     except CubicfitError as error:
         log.error("%s", error)
         return error.exit_code
+    except ForcedStop as error:
+        log.warning("%s; finished results are kept, unfinished runs left no result.json", error)
+        return ExitCode(128 + error.signal_number)
     except BrokenPipeError:
         # The reader of stdout went away (for example `cubicfit plan ... | head`).
         sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - silences the flush at exit
@@ -156,8 +160,7 @@ def command_run(args: argparse.Namespace) -> int:
         (outcome,) = execute([config], store, force=args.force, stop=stop)
     finally:
         restore_handlers()
-    if outcome.skipped:
-        print(result_line(outcome.result["coefficients"].values()), flush=True)
+    print(result_line(outcome.result["coefficients"].values()), flush=True)
     if outcome.status == "diverged":
         log.error("run %s diverged at step %s (learning rate %g, stability bound %.4g); "
                   "lower --learning-rate below the bound", config.run_id,

@@ -13,6 +13,18 @@ from cubicfit.errors import Interrupted
 log = logging.getLogger(__name__)
 
 
+class ForcedStop(BaseException):
+    """A second SIGINT/SIGTERM: stop now, without finishing the chunk.
+
+    It derives from BaseException so that no `except Exception` on the way up (logging's
+    handlers catch those) can swallow it; the command line maps it to 128 + signal.
+    """
+
+    def __init__(self, signal_number: int):
+        super().__init__(f"stopped at once by a second signal {signal_number}")
+        self.signal_number = signal_number
+
+
 class StopFlag:
     def __init__(self):
         self.signal_number: int | None = None
@@ -33,7 +45,7 @@ def install_handlers(flag: StopFlag):
 
     def handle(number, frame):
         if flag.signal_number is not None:
-            raise Interrupted(number)
+            raise ForcedStop(number)
         flag.signal_number = number
         log.warning("received %s; stopping at the end of the current chunk",
                     signal.Signals(number).name)

@@ -35,7 +35,6 @@ from cubicfit.results import (
     host_name,
     library_versions,
     losses_csv,
-    result_line,
     run_prefix,
     to_json_bytes,
     utc_now,
@@ -211,8 +210,6 @@ def _run_batch(batch: list[FitConfig], store: ResultStore, *, force: bool, stop:
         outcome = _record_result(store, config, result, force)
         if checkpointer.saved[index] is not None:
             remove_checkpoint(store, config.run_id)
-        if solo and not outcome.skipped:
-            print(result_line(fit.coefficients[index]), flush=True)
         yield outcome
     store.flush()
     if unfinished:

@@ -6,8 +6,10 @@ integer, `2026-01-01` is a date. This loader resolves scalars the YAML 1.2
 core-schema way instead: `true`/`false` are the only booleans, integers are
 plain decimal without leading zeros, and any decimal float (with or without
 a dot) is a float. Anything else stays a string, and the configuration
-validator then rejects it by field name. Duplicate keys and explicit tags
-other than the standard scalar/collection ones are errors.
+validator then rejects it by field name. Duplicate keys, aliases (`*name`)
+and explicit tags other than the standard scalar/collection ones are errors.
+Aliases are rejected because a few hundred bytes of nested aliases expand to
+billions of values once an error message or a loop walks them.
 """
 
 import re
@@ -90,6 +92,16 @@ def _construct_mapping(loader, node, deep=False):
     return yaml.SafeLoader.construct_mapping(loader, node, deep=deep)
 
 
+def _compose_node(loader, parent, index):
+    if loader.check_event(yaml.AliasEvent):
+        event = loader.peek_event()
+        raise ConfigError(
+            f"line {event.start_mark.line + 1}, column {event.start_mark.column + 1}: "
+            f"YAML alias '*{event.anchor}' is not allowed; write the value out in full"
+        )
+    return yaml.SafeLoader.compose_node(loader, parent, index)
+
+
 def _reject_tag(loader, tag_suffix, node):
     raise ConfigError(
         f"{_where(node)}: YAML tag '{node.tag}' is not allowed; "
@@ -113,6 +125,7 @@ StrictLoader.yaml_constructors = {
 }
 StrictLoader.yaml_multi_constructors = {"": _reject_tag}
 StrictLoader.construct_mapping = _construct_mapping
+StrictLoader.compose_node = _compose_node
 
 
 def load_yaml(text: str, source: str):
@@ -136,7 +149,9 @@ def load_yaml_file(path: str):
         with open(path, encoding="utf-8") as stream:
             text = stream.read()
     except FileNotFoundError:
-        raise ConfigError(f"{path}: file not found; pass the path of an existing YAML file") from None
+        raise ConfigError(
+            f"{path}: file not found; pass the path of an existing YAML file"
+        ) from None
     except (OSError, UnicodeDecodeError) as error:
         raise ConfigError(f"{path}: cannot read the file ({error})") from None
     return load_yaml(text, path)
