@@ -10,8 +10,6 @@ import json
 import logging
 import math
 
-import numpy as np
-
 from cubicfit.results import parse_losses_csv, run_prefix
 from cubicfit.storage import ResultStore
 from cubicfit.sweep.execute import sweep_document, sweep_prefix
@@ -201,7 +199,3 @@ def _curve_rows(rows: list[dict]) -> list[dict]:
         return finished
     step = len(finished) / MAX_CURVES
     return [finished[math.floor(i * step)] for i in range(MAX_CURVES)]
-
-
-def finite_or_nan(value) -> float:
-    return float(value) if value is not None else np.nan
