@@ -255,3 +255,33 @@ def test_signal_stops_within_chunk(tmp_path, signal_number, code):
 
 def test_environment_is_untouched_by_tests():
     assert "CUBICFIT_LEARNING_RATE" not in os.environ
+
+
+def test_huge_integer_flag_exits_2(tmp_path, capsys):
+    code, _, err = run_cli(["--iterations", "9" * 5000], tmp_path, capsys)
+
+    assert code == ExitCode.INVALID_CONFIG
+    assert "5000-character value from flag --iterations" in err
+    assert len(err) < 500
+
+
+def test_damaged_result_exits_4(tmp_path, capsys):
+    run_cli(["--iterations", "20"], tmp_path, capsys)
+    (result_path,) = result_files(tmp_path / "out")
+    result_path.write_text("[]")
+
+    code, _, err = run_cli(["--iterations", "20"], tmp_path, capsys)
+
+    assert code == ExitCode.STORAGE_ERROR
+    assert "is not a valid result" in err
+    assert "--force" in err
+    assert run_cli(["--iterations", "20", "--force"], tmp_path, capsys)[0] == ExitCode.OK
+
+
+def test_invalid_log_format_variable_exits_2(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("CUBICFIT_LOG_FORMAT", "xml")
+
+    code, _, err = run_cli([], tmp_path, capsys)
+
+    assert code == ExitCode.INVALID_CONFIG
+    assert "CUBICFIT_LOG_FORMAT 'xml' is invalid" in err

@@ -21,6 +21,8 @@ def test_shards_cover_each_point_once(count):
         (None, None, {"CUBICFIT_SHARD_INDEX": "1", "CUBICFIT_SHARD_COUNT": "3"}, (1, 3)),
         (None, None, {"JOB_COMPLETION_INDEX": "2", "CUBICFIT_SHARD_COUNT": "3"}, (2, 3)),
         ("0", "2", {"JOB_COMPLETION_INDEX": "1", "CUBICFIT_SHARD_COUNT": "3"}, (0, 2)),
+        (None, "4", {"JOB_COMPLETION_INDEX": "3"}, (3, 4)),
+        ("1", None, {"CUBICFIT_SHARD_COUNT": "2"}, (1, 2)),
     ],
 )
 def test_shard_sources(index, count, environ, expected):

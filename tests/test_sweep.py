@@ -207,6 +207,13 @@ def test_run_ids_select_batch(tmp_path, capsys):
     assert "'0123456789abcdef' is not a point of sweep study" in capsys.readouterr().err
 
 
+def test_unknown_run_id_writes_nothing(tmp_path, capsys):
+    spec = write_spec(tmp_path, {"seed": [0, 1]}, base={"iterations": 20})
+
+    assert main(["sweep", spec, "--run-ids", "0123456789abcdef"]) == ExitCode.INVALID_CONFIG
+    assert not (tmp_path / "out").exists()
+
+
 @pytest.mark.parametrize(
     ("args", "message"),
     [
@@ -233,3 +240,22 @@ def test_sweep_stdout_is_only_json(tmp_path, capsys):
 
     assert len(lines) == 1
     assert json.loads(lines[0])["runs"] == 2
+
+
+def test_same_name_other_spec_exits_2(tmp_path, capsys):
+    first = write_spec(tmp_path, {"seed": [0, 1]}, base={"iterations": 20})
+    assert main(["sweep", first, "--no-report"]) == ExitCode.OK
+    second = write_spec(tmp_path, {"seed": [5]}, base={"iterations": 20})
+
+    assert main(["sweep", second]) == ExitCode.INVALID_CONFIG
+    assert "already exists" in capsys.readouterr().err
+    sweep = json.loads((tmp_path / "out/sweeps/study/sweep.json").read_text())
+    assert sweep["point_count"] == 2
+
+
+def test_empty_run_ids_exit_2(tmp_path, capsys):
+    spec = write_spec(tmp_path, {"seed": [0, 1]}, base={"iterations": 20})
+
+    assert main(["sweep", spec, "--run-ids", " , "]) == ExitCode.INVALID_CONFIG
+    assert "--run-ids is empty" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()

@@ -105,6 +105,17 @@ def test_invalid_specs(document, message):
         parse_sweep_spec(document, "spec.yaml").expand()
 
 
+def test_auto_device_from_environment_is_rejected():
+    with pytest.raises(ConfigError, match="device auto is not allowed"):
+        parse_sweep_spec({"base": {"backend": "torch"}, "grid": {"seed": [1]}}, "spec",
+                         {"CUBICFIT_DEVICE": "auto"})
+
+
+def test_field_in_base_and_grid_is_rejected():
+    with pytest.raises(ConfigError, match="'seed' is set in base and varies in grid"):
+        parse_sweep_spec({"base": {"seed": 3}, "grid": {"seed": [1, 2]}}, "spec")
+
+
 def test_grid_field_also_in_environment_is_rejected():
     with pytest.raises(ConfigError, match="varies in the grid"):
         parse_sweep_spec(SPEC, "spec", {"CUBICFIT_SEED": "3"})

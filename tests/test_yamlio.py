@@ -47,5 +47,15 @@ def test_rejected_documents(text, message):
     assert "bad.yaml" in str(error.value)
 
 
+def test_deep_nesting_is_rejected():
+    with pytest.raises(ConfigError, match="nested too deeply"):
+        load_yaml("a: " + "[" * 5000 + "]" * 5000, "deep.yaml")
+
+
+def test_huge_integer_is_rejected():
+    with pytest.raises(ConfigError, match="5000 digits is out of range"):
+        load_yaml("seed: " + "9" * 5000, "big.yaml")
+
+
 def test_empty_document_is_none():
     assert load_yaml("", "empty.yaml") is None

@@ -94,6 +94,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"cubicfit: error: {shadowing_message(shadows)}", file=sys.stderr)
         return ExitCode.INVALID_CONFIG
 
+    log_format = os.environ.get("CUBICFIT_LOG_FORMAT", "text")
+    if log_format not in ("text", "json"):
+        print(f"cubicfit: error: CUBICFIT_LOG_FORMAT {log_format!r} is invalid; set it to text "
+              "or json, or unset it", file=sys.stderr)
+        return ExitCode.INVALID_CONFIG
     parser = build_parser()
     args = parser.parse_args(argv)
     from cubicfit.logs import setup_logging

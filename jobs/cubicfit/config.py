@@ -108,19 +108,24 @@ def compute_run_id(identity: Mapping[str, Any]) -> str:
 def _parse_int(name: str, value: Any, source: str, text: bool) -> int:
     if text and isinstance(value, str):
         stripped = value.strip()
+        if len(stripped) > 30:
+            raise ConfigError(f"{name}: a {len(stripped)}-character value from {source} is not a "
+                              "valid integer for any field")
         if not _PLAIN_INT.match(stripped):
             raise ConfigError(
-                f"{name}: {value!r} from {source} is not an integer; "
+                f"{name}: {_show(value)} from {source} is not an integer; "
                 "write a plain decimal number such as 2000 (no leading zeros, no exponent)"
             )
         return int(stripped)
     if isinstance(value, bool) or not isinstance(value, int):
         if isinstance(value, float) and value.is_integer() and math.isfinite(value):
             raise ConfigError(
-                f"{name}: {value!r} from {source} is a float; write it as an integer ({int(value)})"
+                f"{name}: {_show(value)} from {source} is a float; "
+                f"write it as an integer ({int(value)})"
             )
+        hint = "; write it without quotes" if isinstance(value, str) else ""
         raise ConfigError(
-            f"{name}: expected an integer, got {_describe(value)} from {source}"
+            f"{name}: expected an integer, got {_describe(value)} from {source}{hint}"
         )
     return value
 
@@ -131,14 +136,19 @@ def _parse_float(name: str, value: Any, source: str, text: bool) -> float:
             number = float(value.strip())
         except ValueError:
             raise ConfigError(
-                f"{name}: {value!r} from {source} is not a number; write for example 1e-6"
+                f"{name}: {_show(value)} from {source} is not a number; write for example 1e-6"
             ) from None
     elif isinstance(value, bool) or not isinstance(value, int | float):
         raise ConfigError(f"{name}: expected a number, got {_describe(value)} from {source}")
     else:
-        number = float(value)
+        try:
+            number = float(value)
+        except OverflowError:
+            raise ConfigError(
+                f"{name}: the integer from {source} is too large for a float; write a finite number"
+            ) from None
     if not math.isfinite(number):
-        raise ConfigError(f"{name}: {value!r} from {source} is not a finite number")
+        raise ConfigError(f"{name}: {_show(value)} from {source} is not a finite number")
     return number
 
 
@@ -149,7 +159,8 @@ def _parse_choice(name: str, value: Any, source: str, text: bool, choices) -> st
         )
     if value not in choices:
         raise ConfigError(
-            f"{name}: unknown value {value!r} from {source}; choose one of {', '.join(choices)}"
+            f"{name}: unknown value {_show(value)} from {source}; "
+            f"choose one of {', '.join(choices)}"
         )
     return value
 
@@ -197,7 +208,7 @@ def _parse_output(name: str, value: Any, source: str, text: bool) -> str:
         parse_s3_url(value, field=name)
     elif "://" in value:
         raise ConfigError(
-            f"{name}: unsupported URL scheme in {value!r} from {source}; "
+            f"{name}: unsupported URL scheme in {_show(value)} from {source}; "
             "use a local folder or s3://bucket/prefix"
         )
     return value
@@ -227,12 +238,20 @@ PARSERS = {
 }
 
 
+def _show(value: Any) -> str:
+    """Return repr(value), shortened when it is long enough to flood a terminal."""
+    text = repr(value)
+    return text if len(text) <= 60 else f"{text[:40]}... ({len(text)} characters)"
+
+
 def _describe(value: Any) -> str:
     if value is None:
         return "an empty value"
+    if isinstance(value, str | int) and len(str(value)) > 60:
+        return f"a {type(value).__name__} of {len(str(value))} characters"
     kind = {bool: "boolean", str: "string", int: "integer", float: "number",
             list: "list", dict: "mapping"}.get(type(value), type(value).__name__)
-    return f"the {kind} {value!r}"
+    return f"the {kind} {_show(value)}"
 
 
 def parse_fields(raw: Mapping[str, Any], source: str, text: bool = False) -> dict[str, Any]:

@@ -62,8 +62,26 @@ def batch_key(config: FitConfig) -> tuple:
 
 
 def read_result(store: ResultStore, run_id: str) -> dict | None:
-    data = store.read_bytes(f"{run_prefix(run_id)}/result.json")
-    return json.loads(data) if data is not None else None
+    """Return the stored result of a run, None when there is none; a damaged one is an error."""
+    key = f"{run_prefix(run_id)}/result.json"
+    data = store.read_bytes(key)
+    if data is None:
+        return None
+    try:
+        result = json.loads(data)
+    except (ValueError, UnicodeDecodeError) as error:
+        result = error
+    if not isinstance(result, dict) or "status" not in result or "coefficients" not in result:
+        raise StorageError(
+            f"{store.describe(key)} is not a valid result ({_short(result)}); it was changed "
+            "outside cubicfit: delete it, or rerun with --force to replace it"
+        )
+    return result
+
+
+def _short(value) -> str:
+    text = str(value)
+    return text if len(text) <= 80 else text[:77] + "..."
 
 
 def max_batch_size(device: str) -> int:
@@ -383,7 +401,12 @@ def _record_result(store, config, result, force) -> Outcome:
         log.warning("run %s was finished by another process meanwhile; keeping its result.json",
                     config.run_id)
         return Outcome(config, read_result(store, config.run_id) or result, skipped=True)
-    log.info("run %s %s: final loss %.10g (optimum %.10g, gap %.4g), results in %s",
-             config.run_id, result["status"], result["final_loss"], result["optimal_loss"],
-             result["optimality_gap"], store.describe(prefix))
+    if result["status"] == "diverged":
+        log.info("run %s diverged at step %d (last finite loss %.4g), results in %s",
+                 config.run_id, result["diverged_at_step"], result["final_loss"],
+                 store.describe(prefix))
+    else:
+        log.info("run %s succeeded: final loss %.10g (optimum %.10g, gap %.4g), results in %s",
+                 config.run_id, result["final_loss"], result["optimal_loss"],
+                 result["optimality_gap"], store.describe(prefix))
     return Outcome(config, result, skipped=False)

@@ -52,8 +52,15 @@ def _construct_bool(loader, node):
     return loader.construct_scalar(node).lower() == "true"
 
 
+MAX_INTEGER_DIGITS = 30  # far above any valid field; Python refuses str->int past 4300 digits
+
+
 def _construct_int(loader, node):
     text = loader.construct_scalar(node)
+    if len(text.lstrip("+-")) > MAX_INTEGER_DIGITS:
+        raise ConfigError(
+            f"{_where(node)}: an integer with {len(text)} digits is out of range for every field"
+        )
     if not _INT.match(text):
         raise ConfigError(
             f"{_where(node)}: {text!r} is not a plain decimal integer; "
@@ -134,6 +141,10 @@ def load_yaml(text: str, source: str):
         documents = list(yaml.load_all(text, Loader=StrictLoader))  # noqa: S506 - StrictLoader is a SafeLoader
     except ConfigError as error:
         raise ConfigError(f"{source}: {error}") from None
+    except RecursionError:
+        raise ConfigError(
+            f"{source}: the YAML is nested too deeply; a configuration needs at most a few levels"
+        ) from None
     except yaml.YAMLError as error:
         mark = getattr(error, "problem_mark", None)
         where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""

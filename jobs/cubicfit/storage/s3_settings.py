@@ -71,7 +71,12 @@ def parse_endpoint(value: str, variable: str) -> str:
             f"{variable} {value!r} has no scheme; set it to a full URL such as http://{value} "
             f"(plain HTTP, typical for a local MinIO) or https://{value}"
         )
-    parts = urlsplit(value)
+    try:
+        parts = urlsplit(value)
+    except ValueError as error:
+        raise StorageError(
+            f"{variable} {value!r} is not a valid URL ({error}); set it to http://HOST:PORT"
+        ) from None
     if parts.username is not None or parts.password is not None:
         # The value itself is never echoed, because it contains a secret.
         raise StorageError(

@@ -148,23 +148,30 @@ def _cell(value) -> str:
 
 
 def command_sweep(args) -> int:
+    from cubicfit.errors import ConfigError
     from cubicfit.interrupts import StopFlag, install_handlers
     from cubicfit.runner import finished_run_ids
     from cubicfit.storage import open_store
-    from cubicfit.sweep.execute import run_sweep
+    from cubicfit.sweep.execute import run_sweep, select_points
     from cubicfit.sweep.report import build_report
     from cubicfit.sweep.shards import resolve_shard
 
     spec = _load(args)
     shard = resolve_shard(args.shard_index, args.shard_count, os.environ)
+    run_ids = None
+    if args.run_ids is not None:
+        run_ids = [item.strip() for item in args.run_ids.split(",") if item.strip()]
+        if not run_ids:
+            raise ConfigError("--run-ids is empty; list run ids separated by commas, or omit it")
+    # Every input check runs before the store is touched, so bad input writes nothing.
+    selection = select_points(spec, shard, run_ids)
     store = open_store(spec.output)
     store.check(create=args.create_bucket)
     stop = StopFlag()
     restore_handlers = install_handlers(stop)
-    run_ids = [item for item in (args.run_ids or "").split(",") if item] or None
     try:
         points, _ = run_sweep(spec, store, shard=shard, force=args.force, stop=stop,
-                              run_ids=run_ids)
+                              selection=selection)
     finally:
         restore_handlers()
 

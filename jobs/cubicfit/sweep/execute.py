@@ -1,8 +1,10 @@
 """Run a sweep, or one shard of it, and record the expanded grid in sweep.json."""
 
 import dataclasses
+import json
 import logging
 
+from cubicfit.config import FitConfig
 from cubicfit.devices import resolve_device
 from cubicfit.errors import ConfigError
 from cubicfit.results import to_json_bytes
@@ -38,18 +40,15 @@ def _jsonable(values: dict) -> dict:
             for key, value in values.items()}
 
 
-def run_sweep(
+def select_points(
     spec: SweepSpec,
-    store: ResultStore,
-    *,
     shard: tuple[int, int] = (0, 1),
-    force: bool = False,
-    stop=None,
     run_ids: list[str] | None = None,
-) -> tuple[list[GridPoint], list[Outcome]]:
-    """Run this shard's unfinished points; return all points and this shard's outcomes.
+) -> tuple[list[GridPoint], list[FitConfig]]:
+    """Expand the grid; return all points and the device-resolved configs this process runs.
 
-    `run_ids` narrows the shard to those points; an id outside the grid is a ConfigError.
+    `run_ids` narrows the shard to those points; an id outside it is a ConfigError, and a
+    missing CUDA device a DeviceError. Nothing is written, so callers check input first.
     """
     points = spec.expand()
     index, count = shard
@@ -65,26 +64,55 @@ def run_sweep(
             )
         wanted = set(run_ids)
         mine = [point for point in mine if point.config.run_id in wanted]
-
-    # Resolve devices before writing anything, so a missing GPU leaves storage untouched.
     configs = []
     for point in mine:
         device = resolve_device(point.config.device, point.config.backend)
         configs.append(dataclasses.replace(point.config, device=device))
+    return points, configs
 
+
+def run_sweep(
+    spec: SweepSpec,
+    store: ResultStore,
+    *,
+    shard: tuple[int, int] = (0, 1),
+    force: bool = False,
+    stop=None,
+    run_ids: list[str] | None = None,
+    selection: tuple[list[GridPoint], list[FitConfig]] | None = None,
+) -> tuple[list[GridPoint], list[Outcome]]:
+    """Run this shard's unfinished points; return all points and this shard's outcomes.
+
+    `selection` is the result of select_points when the caller made it already.
+    """
+    points, configs = selection or select_points(spec, shard, run_ids)
+    index, count = shard
+
+    existing = store.read_bytes(f"{sweep_prefix(spec.sweep_id)}/sweep.json")
+    if existing is not None and not force:
+        try:
+            stored_spec = json.loads(existing).get("spec")
+        except (ValueError, AttributeError):
+            stored_spec = None
+        if stored_spec != json.loads(to_json_bytes(spec.to_json_dict())):
+            raise ConfigError(
+                f"sweep {spec.sweep_id!r} already exists at "
+                f"{store.describe(sweep_prefix(spec.sweep_id))} with a different spec; give this "
+                "spec another name, or pass --force to replace that sweep's files"
+            )
     # Every shard writes the same bytes, so whichever lands last is still correct.
     store.write_bytes(f"{sweep_prefix(spec.sweep_id)}/sweep.json",
                       to_json_bytes(sweep_document(spec, points)), "application/json")
 
     finished = set() if force else finished_run_ids(store)
-    pending = [point for point in mine if point.config.run_id not in finished]
+    pending = [config for config in configs if config.run_id not in finished]
     label = f"shard {index} of {count}: " if count > 1 else ""
     if not pending:
         log.info("%sall %d runs already finished; nothing to run (use --force to rerun)",
-                 label, len(mine))
+                 label, len(configs))
     else:
         log.info("%s%d of %d runs already finished; running %d", label,
-                 len(mine) - len(pending), len(mine), len(pending))
+                 len(configs) - len(pending), len(configs), len(pending))
 
     outcomes = execute(configs, store, force=force, stop=stop, finished=finished)
     counts = {}
@@ -93,5 +121,5 @@ def run_sweep(
             counts[outcome.status] = counts.get(outcome.status, 0) + 1
     if counts:
         summary = ", ".join(f"{n} {status}" for status, n in sorted(counts.items()))
-        log.info("%sran %s", label, summary)
+        log.info("%sfinished runs: %s", label, summary)
     return points, outcomes

@@ -127,7 +127,10 @@ def _draw_heat_map(figure, axes, spec, rows, colors):
     norm = None
     if len(finite):
         low, high = float(finite.min()), float(finite.max())
-        norm = colors.LogNorm(low, high if high > low else low * 1.0001)
+        # Runs above the stability bound can end near 1e300; beyond 1e6 times the best loss
+        # the color saturates, so the differences among the good runs stay visible.
+        high = min(high, low * 1e6)
+        norm = colors.LogNorm(low, high if high > low else low * 1.0001, clip=True)
         image = axes.imshow(np.ma.masked_invalid(grid), cmap="magma_r", norm=norm, aspect="auto",
                             origin="lower")
         figure.colorbar(image, ax=axes, label="final loss (log scale)")

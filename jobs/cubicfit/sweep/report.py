@@ -6,7 +6,6 @@ have finished, in any process.
 
 import csv
 import io
-import json
 import logging
 import math
 
@@ -28,11 +27,9 @@ SUMMARY_COLUMNS = (
 
 
 def collect_results(store: ResultStore, points: list[GridPoint]) -> list[dict | None]:
-    results = []
-    for point in points:
-        data = store.read_bytes(f"{run_prefix(point.config.run_id)}/result.json")
-        results.append(json.loads(data) if data is not None else None)
-    return results
+    from cubicfit.runner import read_result
+
+    return [read_result(store, point.config.run_id) for point in points]
 
 
 def summary_rows(spec: SweepSpec, points, results) -> list[dict]:

@@ -25,13 +25,15 @@ def resolve_shard(
 
     Without any of them the whole grid is one shard, (0, 1).
     """
+    # Index and count are looked up independently, so `--shard-count 4` in a Job's args
+    # combines with the JOB_COMPLETION_INDEX that Kubernetes sets in each pod.
     index_name, count_name = "--shard-index", "--shard-count"
-    if index is None and count is None:
-        index_name, count_name = "CUBICFIT_SHARD_INDEX", "CUBICFIT_SHARD_COUNT"
-        index = environ.get("CUBICFIT_SHARD_INDEX")
-        count = environ.get("CUBICFIT_SHARD_COUNT")
-        if index is None and "JOB_COMPLETION_INDEX" in environ:
-            index_name, index = "JOB_COMPLETION_INDEX", environ["JOB_COMPLETION_INDEX"]
+    if index is None and "CUBICFIT_SHARD_INDEX" in environ:
+        index_name, index = "CUBICFIT_SHARD_INDEX", environ["CUBICFIT_SHARD_INDEX"]
+    elif index is None and "JOB_COMPLETION_INDEX" in environ:
+        index_name, index = "JOB_COMPLETION_INDEX", environ["JOB_COMPLETION_INDEX"]
+    if count is None and "CUBICFIT_SHARD_COUNT" in environ:
+        count_name, count = "CUBICFIT_SHARD_COUNT", environ["CUBICFIT_SHARD_COUNT"]
     if index is None and count is None:
         return 0, 1
     if index is None:

@@ -126,7 +126,7 @@ def parse_sweep_spec(
     if not isinstance(grid_raw, dict) or not grid_raw:
         raise ConfigError(
             f"{source}: grid is missing or empty; list at least one field with its values, "
-            "for example grid: {{learning_rate: [1e-6, 1e-5]}}"
+            "for example grid: {learning_rate: [1e-6, 1e-5]}"
         )
     grid: dict[str, list[Any]] = {}
     for field, values in grid_raw.items():
@@ -139,12 +139,6 @@ def parse_sweep_spec(
                 f"{source}: grid field '{field}' needs a non-empty list of values, got {values!r}"
             )
         grid[field] = [parse_fields({field: value}, f"{source} (grid)")[field] for value in values]
-    if ("device" in grid and "auto" in grid["device"]) or base.get("device") == "auto":
-        raise ConfigError(
-            f"{source}: device auto is not allowed in a sweep, because run ids must not depend on "
-            "the machine that plans them; use cpu or cuda"
-        )
-
     layered = {}
     if environ is not None:
         layered.update(fields_from_env(environ))
@@ -157,6 +151,16 @@ def parse_sweep_spec(
             f"of {source}; remove one of them"
         )
     base.update(layered)
+    if ("device" in grid and "auto" in grid["device"]) or base.get("device") == "auto":
+        raise ConfigError(
+            f"{source}: device auto is not allowed in a sweep (from the spec, CUBICFIT_DEVICE or a "
+            "flag), because run ids must not depend on the machine that plans them; use cpu or cuda"
+        )
+    overlap = sorted(set(document.get("base") or {}) & set(grid))
+    if overlap:
+        raise ConfigError(
+            f"{source}: field '{overlap[0]}' is set in base and varies in grid; remove it from base"
+        )
 
     spec = SweepSpec(name, base, grid, source)
     count = spec.point_count()
