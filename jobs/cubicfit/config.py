@@ -25,6 +25,9 @@ DEFAULT_DTYPE = {"numpy": "float64", "torch": "float32", "torch-autograd": "floa
 MAX_ITERATIONS = 10_000_000
 MAX_POINTS = 10_000_000
 MAX_SEED = 2**63 - 1
+# Python refuses to convert strings of more than 4300 digits; every field's range is far
+# below this, so longer text is rejected before conversion.
+MAX_INTEGER_CHARACTERS = 1000
 ENV_PREFIX = "CUBICFIT_"
 # CUBICFIT_* variables that are not fit fields but are read elsewhere.
 OTHER_ENV_VARS = {"CUBICFIT_SHARD_INDEX", "CUBICFIT_SHARD_COUNT", "CUBICFIT_LOG_FORMAT",
@@ -108,7 +111,7 @@ def compute_run_id(identity: Mapping[str, Any]) -> str:
 def _parse_int(name: str, value: Any, source: str, text: bool) -> int:
     if text and isinstance(value, str):
         stripped = value.strip()
-        if len(stripped) > 30:
+        if len(stripped) > MAX_INTEGER_CHARACTERS:
             raise ConfigError(f"{name}: a {len(stripped)}-character value from {source} is not a "
                               "valid integer for any field")
         if not _PLAIN_INT.match(stripped):
@@ -350,7 +353,9 @@ def _check_ranges(values: dict[str, Any], source: str) -> None:
 def _check_int_range(name, values, low, high, source):
     value = values[name]
     if not low <= value <= high:
-        raise ConfigError(f"{name}: must be between {low} and {high}, got {value} in {source}")
+        raise ConfigError(
+            f"{name}: must be between {low} and {high}, got {_show(value)} in {source}"
+        )
 
 
 def load_fit_config(

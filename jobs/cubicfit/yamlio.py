@@ -52,7 +52,7 @@ def _construct_bool(loader, node):
     return loader.construct_scalar(node).lower() == "true"
 
 
-MAX_INTEGER_DIGITS = 30  # far above any valid field; Python refuses str->int past 4300 digits
+MAX_INTEGER_DIGITS = 1000  # far above any valid field; Python refuses str->int past 4300 digits
 
 
 def _construct_int(loader, node):
