@@ -142,3 +142,17 @@ def test_kubernetes_service_links_are_ignored():
                "CUBICFIT_MINIO_SERVICE_HOST": "10.0.0.2"}
 
     assert load_fit_config(None, environ) == FitConfig()
+
+
+@pytest.mark.parametrize(
+    ("path_text", "environ", "flags", "message"),
+    [
+        ("seed: -1", {}, {}, "seed: must be between 0 and .* from .*fit.yaml"),
+        ("", {"CUBICFIT_SEED": "-1"}, {}, "from environment variable CUBICFIT_SEED"),
+        ("", {}, {"iterations": "0"}, "iterations: must be between 1 .* from flag --iterations"),
+        ("x_min: 2", {}, {"x_max": "1"}, "from .*fit.yaml and flag --x-max"),
+    ],
+)
+def test_range_errors_name_their_source(tmp_path, path_text, environ, flags, message):
+    with pytest.raises(ConfigError, match=message):
+        load_fit_config(write(tmp_path, path_text), environ, flags)

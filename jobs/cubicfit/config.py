@@ -311,50 +311,66 @@ def fields_from_file(path: str) -> dict[str, Any]:
     return parse_fields(document, path)
 
 
-def build_config(fields: Mapping[str, Any], source: str = "the configuration") -> FitConfig:
-    """Apply defaults and cross-field rules to parsed fields; return the resolved config."""
+def build_config(
+    fields: Mapping[str, Any],
+    source: str = "the configuration",
+    origins: Mapping[str, str] | None = None,
+) -> FitConfig:
+    """Apply defaults and cross-field rules to parsed fields; return the resolved config.
+
+    `origins` maps a field to where its value came from, for error messages; other fields
+    are reported as coming from `source`.
+    """
     values = {**DEFAULTS, **{key: value for key, value in fields.items() if value is not None}}
     if fields.get("init") is None:
         values["init"] = None
     if fields.get("dtype") is None:
         values["dtype"] = DEFAULT_DTYPE[values["backend"]]
-    _check_ranges(values, source)
+    origins = origins or {}
+
+    def where(*names: str) -> str:
+        found = [origins[name] for name in names if name in origins]
+        return f"from {' and '.join(found)}" if found else f"in {source}"
+
+    _check_ranges(values, where)
     return FitConfig(**values)
 
 
-def _check_ranges(values: dict[str, Any], source: str) -> None:
+def _check_ranges(values: dict[str, Any], where) -> None:
     if values["backend"] == "numpy" and values["device"].startswith("cuda"):
         raise ConfigError(
-            f"device: numpy runs only on the CPU, but device is {values['device']!r} in {source}; "
-            "use backend torch or torch-autograd for CUDA, or device cpu"
+            f"device: numpy runs only on the CPU, but device is {values['device']!r} "
+            f"{where('device', 'backend')}; use backend torch or torch-autograd for CUDA, "
+            "or device cpu"
         )
     if values["learning_rate"] <= 0:
         raise ConfigError(
-            f"learning_rate: must be > 0, got {values['learning_rate']!r} in {source}"
+            f"learning_rate: must be > 0, got {values['learning_rate']!r} "
+            f"{where('learning_rate')}"
         )
-    _check_int_range("iterations", values, 1, MAX_ITERATIONS, source)
-    _check_int_range("n_points", values, 4, MAX_POINTS, source)
-    _check_int_range("log_every", values, 1, MAX_ITERATIONS, source)
-    _check_int_range("checkpoint_every", values, 0, MAX_ITERATIONS, source)
-    _check_int_range("seed", values, 0, MAX_SEED, source)
+    _check_int_range("iterations", values, 1, MAX_ITERATIONS, where)
+    _check_int_range("n_points", values, 4, MAX_POINTS, where)
+    _check_int_range("log_every", values, 1, MAX_ITERATIONS, where)
+    _check_int_range("checkpoint_every", values, 0, MAX_ITERATIONS, where)
+    _check_int_range("seed", values, 0, MAX_SEED, where)
     if not values["x_min"] < values["x_max"]:
         raise ConfigError(
             f"x_min: must be less than x_max, got x_min={values['x_min']!r} and "
-            f"x_max={values['x_max']!r} in {source}"
+            f"x_max={values['x_max']!r} {where('x_min', 'x_max')}"
         )
     # Powers up to x^6 enter the normal equations; beyond this range they overflow float64.
     if max(abs(values["x_min"]), abs(values["x_max"])) > 1e6:
         raise ConfigError(
             f"x_min/x_max: |x| must be at most 1e6 so that x^6 stays finite, got "
-            f"[{values['x_min']!r}, {values['x_max']!r}] in {source}"
+            f"[{values['x_min']!r}, {values['x_max']!r}] {where('x_min', 'x_max')}"
         )
 
 
-def _check_int_range(name, values, low, high, source):
+def _check_int_range(name, values, low, high, where):
     value = values[name]
     if not low <= value <= high:
         raise ConfigError(
-            f"{name}: must be between {low} and {high}, got {_show(value)} in {source}"
+            f"{name}: must be between {low} and {high}, got {_show(value)} {where(name)}"
         )
 
 
@@ -365,11 +381,17 @@ def load_fit_config(
 ) -> FitConfig:
     """Layer file, environment and flags (flags are strings, as argparse gives them)."""
     fields: dict[str, Any] = {}
+    origins: dict[str, str] = {}
     if path:
-        fields.update(fields_from_file(path))
-    fields.update(fields_from_env(environ))
+        from_file = fields_from_file(path)
+        fields.update(from_file)
+        origins.update(dict.fromkeys(from_file, path))
+    from_env = fields_from_env(environ)
+    fields.update(from_env)
+    origins.update({name: f"environment variable {ENV_PREFIX}{name.upper()}" for name in from_env})
     for name, value in (flags or {}).items():
         if value is not None:
             source = f"flag --{name.replace('_', '-')}"
             fields.update(parse_fields({name: value}, source, text=True))
-    return build_config(fields)
+            origins[name] = source
+    return build_config(fields, origins=origins)
