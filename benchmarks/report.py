@@ -408,10 +408,11 @@ ANALYSIS = [
     "child that shares the prepared figure writes every second run's losses.csv and fit.png. "
     "The stage table above is measured with the fork off, so that every stage is seen.",
     "- What is left for the 50x sweep target: importing matplotlib and drawing the shared "
-    "figure once (about 0.7 s), the sweep report (about 0.8 s, mostly report.png), and "
-    "about 5 ms of CPU per run for losses.csv, fit.png and the writes, split over the two "
-    "cores. On this shared 2-core machine the whole sweep lands between 2.8 s and 4 s, "
-    "against the 2.7 s that 50x needs.",
+    "figure once (about 0.6 s in the stage table), the sweep report (about 0.65 s, mostly "
+    "report.png), and about 5 ms of CPU per run for losses.csv, fit.png and the writes, "
+    "split over the two cores. On this shared 2-core machine, `/usr/bin/time cubicfit "
+    "sweep` of the same 256 points took between 2.8 s and 4 s over several runs, and 50x "
+    "needs 2.7 s.",
     "- losses.csv. Formatting 2001 losses per run with the shortest exact `repr` costs about "
     "1 ms per run. `repr` itself is most of it, so a faster format would change the file.",
     "- The sweep report reads every run's result and up to 300 loss curves back from storage "

@@ -11,7 +11,7 @@ requests:
 - `go_down_on(...)`: reset the connection and stop listening, as a server that
   stops; `start()` listens on the same port again.
 - `hold(...)`: keep matching requests until `count` of them have arrived, then
-  forward them one at a time, so each sees the server state the previous one left.
+  forward them one at a time, so each meets the server state the previous one left.
 - `delay(...)`: wait `seconds` before forwarding, as a slow or overloaded server.
   The request still reaches the server when the client has given up waiting.
 

@@ -1,6 +1,6 @@
 """Checkpoints of unfinished runs, so a killed or preempted fit resumes where it stopped.
 
-A checkpoint of run R at step s holds the exact error state E_s = W_s - w* in
+A checkpoint of run R at step s contains the exact error state E_s = W_s - w* in
 the run's dtype (stored as float64, which represents it exactly) and the
 losses of steps 0 .. s-1. Resuming runs the same per-step arithmetic from
 E_s, so the final result equals that of an uninterrupted run.

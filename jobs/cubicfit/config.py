@@ -2,7 +2,7 @@
 
 Precedence, lowest to highest: defaults, the YAML file, `CUBICFIT_<FIELD>`
 environment variables, command-line flags. Every error names the field and
-the source of the bad value and says how to fix it.
+the source of the bad value and tells how to fix it.
 """
 
 import dataclasses

@@ -1,7 +1,7 @@
 """Turn SIGINT and SIGTERM into a flag that the fit loop checks after every chunk.
 
-The loop stops at the next chunk boundary (at most `log_every` steps later),
-so no write is ever cut in half; the command then exits with 128 + signal.
+The loop stops at the next chunk boundary, at most `log_every` steps later, so
+no write is cut in half. The command then exits with 128 + signal.
 """
 
 import logging
@@ -16,8 +16,8 @@ log = logging.getLogger(__name__)
 class ForcedStop(BaseException):
     """A second SIGINT/SIGTERM: stop now, without finishing the chunk.
 
-    It derives from BaseException so that no `except Exception` on the way up (logging's
-    handlers catch those) can swallow it; the command line maps it to 128 + signal.
+    It derives from BaseException, because logging's handlers catch `Exception` and would
+    swallow it. The command line maps it to exit code 128 + signal.
     """
 
     def __init__(self, signal_number: int):

@@ -1,6 +1,6 @@
 """The data, the normal equations and the reference numbers of one fitting problem.
 
-Gradient descent on the sum of squared errors of a + b x + c x^2 + d x^3 sees
+Gradient descent on the sum of squared errors of a + b x + c x^2 + d x^3 uses
 the data only through G = XᵀX and Xᵀy, where X has the columns 1, x, x^2, x^3.
 With the closed-form optimum w* and its loss L*, the loss of any w is exactly
 L* + (w - w*)ᵀ G (w - w*) and its gradient is 2 G (w - w*). The backends step

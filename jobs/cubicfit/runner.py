@@ -288,8 +288,8 @@ def _result_document(config, problem, fit, index, losses, initial, started_at, f
     }
 
 
-# A second process writes half of a batch's files when the batch is at least this large
-# and the store is a local folder; below it, starting the process costs more than it saves.
+# A second process writes half of a batch's files when the store is a local folder and the
+# batch has at least this many runs. Below it, starting the process costs more than it saves.
 PARALLEL_WRITE_MIN_RUNS = 64
 
 
@@ -370,7 +370,7 @@ def _write_run_files(store, config, result, losses, plotter, force, encoder,
     prefix = run_prefix(config.run_id)
     if not force:
         # A concurrent process may have finished this run while we fitted; keep its files.
-        # NOTE: a process that finishes between this check and our result.json still sees
+        # NOTE: a process that finishes between this check and our result.json still gets its
         # losses.csv and fit.png replaced by ours (equal bytes on the same hardware).
         existing = read_result(store, config.run_id)
         if existing is not None:

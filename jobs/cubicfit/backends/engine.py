@@ -8,7 +8,7 @@ The state is E = W - w* (shape B x 4); one step is
     loss = L* + rowwise E · GE        (the sum of squared errors)
     E   <- E - 2 lr * GE              (plain gradient descent)
 
-so a member never sees the others, and a batch of one is a solo run.
+so a member never depends on the others, and a batch of one is a solo run.
 
 The loop runs in chunks of `log_every` steps. Inside a chunk it never reads
 anything back to the host: weights and losses are written into preallocated
@@ -28,7 +28,7 @@ from cubicfit.problem import Problem
 
 @dataclass
 class ChunkReport:
-    """What the loop passes to its caller after each chunk."""
+    """Progress report passed to the caller after each chunk."""
 
     step_end: int  # first step not yet run
     losses: np.ndarray  # (B, steps in chunk) losses of the chunk, float64
@@ -50,13 +50,12 @@ class BatchFit:
     fit_seconds: float
     stopped_at: int | None = None  # first step not run when the caller asked to stop early
     resume_state: tuple[int, np.ndarray] | None = None  # (step, E) to resume from, when stopped
+    iterations: np.ndarray | None = None  # (B,) requested steps per member
 
     def is_complete(self, index: int) -> bool:
         """Return whether member `index` finished or diverged (always, unless stopped early)."""
         return self.stopped_at is None or self.diverged_at[index] >= 0 or (
             self.iterations[index] < self.stopped_at)
-
-    iterations: np.ndarray | None = None
 
 
 def fit_batch(

@@ -22,7 +22,7 @@ class WeightGatherer:
     def update(self, trajectory, losses, chunk_start: int) -> None:
         """Record weights from one chunk.
 
-        `trajectory` holds steps chunk_start .. chunk_start + n and `losses` the n losses.
+        `trajectory` contains steps chunk_start .. chunk_start + n and `losses` the n losses.
         """
         ops = self.ops
         steps = len(losses)

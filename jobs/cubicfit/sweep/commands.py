@@ -12,6 +12,8 @@ log = logging.getLogger(__name__)
 
 
 def add_sweep_commands(commands, common: argparse.ArgumentParser) -> None:
+    from cubicfit.cli import add_storage_flags
+
     spec_help = "sweep spec YAML: name (optional), base (fit fields) and grid (field: [values])"
 
     plan = commands.add_parser(
@@ -34,10 +36,7 @@ def add_sweep_commands(commands, common: argparse.ArgumentParser) -> None:
     sweep.add_argument("--run-ids", default=None, metavar="ID,ID,...",
                        help="run only these grid points, by run id, e.g. one batch chosen by the "
                        "Airflow DAG (default: every point of this shard)")
-    sweep.add_argument("--force", action="store_true",
-                       help="rerun points that already have a result (default: off)")
-    sweep.add_argument("--create-bucket", action="store_true",
-                       help="create a missing S3 bucket instead of failing (default: off)")
+    add_storage_flags(sweep)
     sweep.add_argument("--no-report", action="store_true",
                        help="skip the sweep report at the end (default: write it when complete)")
 

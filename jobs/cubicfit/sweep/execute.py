@@ -62,8 +62,8 @@ def select_points(
                 + (f" in shard {index} of {count}" if count > 1 else "")
                 + "; run 'cubicfit plan' to list the run ids"
             )
-        wanted = set(run_ids)
-        mine = [point for point in mine if point.config.run_id in wanted]
+        requested = set(run_ids)
+        mine = [point for point in mine if point.config.run_id in requested]
     configs = []
     for point in mine:
         device = resolve_device(point.config.device, point.config.backend)

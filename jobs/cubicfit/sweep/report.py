@@ -161,8 +161,9 @@ def build_report(spec: SweepSpec, store: ResultStore,
         if data is not None:
             curves[row["run_id"]] = parse_losses_csv(data)
 
-    store.write_bytes(f"{prefix}/sweep.json", to_json_bytes(sweep_document(spec, points)),
-                      "application/json")
+    if store.read_bytes(f"{prefix}/sweep.json") is None:
+        store.write_bytes(f"{prefix}/sweep.json", to_json_bytes(sweep_document(spec, points)),
+                          "application/json")
     store.write_bytes(f"{prefix}/summary.csv", summary_csv(spec, rows), "text/csv")
     store.write_bytes(f"{prefix}/report.png", report_png(spec, rows, curves), "image/png")
     store.write_bytes(f"{prefix}/report.md", report_markdown(spec, rows).encode(), "text/markdown")

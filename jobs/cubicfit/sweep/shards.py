@@ -1,7 +1,7 @@
 """Split a grid between N processes (or Indexed Job pods) so each point runs exactly once.
 
-Point i of the expanded grid belongs to shard i mod N. Round-robin keeps the
-shards balanced when the grid is ordered by an expensive field.
+Point i of the expanded grid belongs to shard i mod N. Round-robin gives the
+shards equal counts, within one, even when the grid is ordered by an expensive field.
 """
 
 from collections.abc import Mapping, Sequence

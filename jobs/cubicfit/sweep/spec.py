@@ -25,7 +25,7 @@ from cubicfit.config import (
 from cubicfit.errors import ConfigError
 from cubicfit.yamlio import load_yaml_file
 
-# One process holds every expanded config and, per batch, every loss in memory.
+# One process keeps every expanded config and, per batch, every loss in memory.
 MAX_GRID_POINTS = 100_000
 SPEC_KEYS = ("name", "base", "grid")
 NOT_IN_GRID = ("output",)  # one sweep writes to one place
